@@ -1,0 +1,458 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Model-based test of the vCPU timer: random sequences of what a guest, a
+//! VMM and the host scheduler do, run against the real state machine on a
+//! simulated platform (counter, clock, one host timer, interrupt line, CSRs),
+//! and checked after every step against a reference of what the guest must
+//! observe.
+
+use std::cell::{Cell, RefCell};
+
+use kvm_vtimer_logic::timer::clock::Clock;
+use kvm_vtimer_logic::timer::vcpu::{
+    Expiry, Mode, Platform, Reg, RegError, VcpuTimer, NEVER, STATE_OFF, STATE_ON,
+};
+use proptest::prelude::*;
+
+/// A simulated host.  Host time in ns is derived from the host counter.
+struct Sim {
+    hz: u64,
+    host_cycles: Cell<u64>,
+    delta: Cell<u64>,
+    cpu: Cell<u32>,
+    /// The host timer: (absolute expiry in ns, CPU it was started on).
+    timer: Cell<Option<(u64, u32)>>,
+    irq: Cell<bool>,
+    stie: Cell<bool>,
+    blocking: Cell<bool>,
+    loaded: Cell<bool>,
+    csr_compare: Cell<u64>,
+    in_atomic: Cell<bool>,
+    kicks: Cell<u32>,
+    /// (guest counter, deadline) at each interrupt raised.
+    raises: RefCell<Vec<(u64, u64)>>,
+    deadline_seen: Cell<u64>,
+}
+
+impl Sim {
+    fn new(hz: u64) -> Self {
+        Self {
+            hz,
+            host_cycles: Cell::new(1 << 30),
+            // The guest counter starts at 2^20.
+            delta: Cell::new((1u64 << 20).wrapping_sub(1 << 30)),
+            cpu: Cell::new(0),
+            timer: Cell::new(None),
+            irq: Cell::new(false),
+            stie: Cell::new(true),
+            blocking: Cell::new(false),
+            loaded: Cell::new(true),
+            csr_compare: Cell::new(NEVER),
+            in_atomic: Cell::new(false),
+            kicks: Cell::new(0),
+            raises: RefCell::new(Vec::new()),
+            deadline_seen: Cell::new(NEVER),
+        }
+    }
+
+    fn guest(&self) -> u64 {
+        self.host_cycles.get().wrapping_add(self.delta.get())
+    }
+
+    fn ns_at(&self, cycles: u64) -> u64 {
+        (cycles as u128 * 1_000_000_000 / self.hz as u128) as u64
+    }
+
+    /// First host counter value whose time is at or after `ns`.
+    fn cycles_at(&self, ns: u64) -> u64 {
+        (ns as u128 * self.hz as u128).div_ceil(1_000_000_000) as u64
+    }
+
+    /// Let `cycles` of host counter pass, running the host timer when due.
+    fn advance(&self, t: &VcpuTimer, cycles: u64) {
+        let end = self.host_cycles.get() + cycles;
+        while let Some((ns, _)) = self.timer.get() {
+            let at = self.cycles_at(ns).max(self.host_cycles.get());
+            if at > end {
+                break;
+            }
+            self.host_cycles.set(at);
+            self.timer.set(None);
+            self.deadline_seen.set(t.deadline());
+            match t.expired(self) {
+                Expiry::Done => {}
+                Expiry::Again(next) => {
+                    assert!(next > ns, "re-armed without progress");
+                    self.timer.set(Some((next, self.cpu.get())));
+                }
+            }
+        }
+        self.host_cycles.set(end);
+    }
+}
+
+impl Platform for Sim {
+    fn host_cycles(&self) -> u64 {
+        self.host_cycles.get()
+    }
+    fn host_ns(&self) -> u64 {
+        self.ns_at(self.host_cycles.get())
+    }
+    fn time_delta(&self) -> u64 {
+        self.delta.get()
+    }
+    fn set_time_delta(&self, delta: u64) {
+        self.delta.set(delta)
+    }
+    fn cpu(&self) -> u32 {
+        self.cpu.get()
+    }
+    fn timer_start(&self, expires_ns: u64) {
+        assert!(expires_ns <= i64::MAX as u64);
+        self.timer.set(Some((expires_ns, self.cpu.get())));
+    }
+    fn timer_cancel(&self) {
+        self.timer.set(None);
+    }
+    fn irq_raise(&self) {
+        self.irq.set(true);
+        self.raises.borrow_mut().push((self.guest(), self.deadline_seen.get()));
+    }
+    fn irq_clear(&self) {
+        self.irq.set(false);
+    }
+    fn irq_pending(&self) -> bool {
+        self.irq.get() && self.stie.get()
+    }
+    fn irq_enabled(&self) -> bool {
+        self.stie.get()
+    }
+    fn load_csrs(&self, _time_delta: u64, compare: Option<u64>) {
+        assert!(self.loaded.get(), "CSRs written while the vCPU is not loaded");
+        if let Some(c) = compare {
+            self.csr_compare.set(c);
+        }
+    }
+    fn read_compare(&self) -> u64 {
+        self.csr_compare.get()
+    }
+    fn atomic<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.in_atomic.set(true);
+        let r = f();
+        self.in_atomic.set(false);
+        r
+    }
+    fn kick(&self) {
+        self.kicks.set(self.kicks.get() + 1);
+    }
+    fn is_blocking(&self) -> bool {
+        self.blocking.get()
+    }
+}
+
+/// What the guest must observe in SBI mode.
+#[derive(Debug, Default)]
+struct SbiRef {
+    compare: u64,
+    armed: Option<u64>,
+    irq: bool,
+}
+
+impl SbiRef {
+    fn program(&mut self, now: u64, d: u64) {
+        self.compare = d;
+        self.irq = false;
+        self.armed = None;
+        if d == NEVER {
+        } else if now >= d {
+            self.irq = true;
+        } else {
+            self.armed = Some(d);
+        }
+    }
+    fn tick(&mut self, now: u64) {
+        if let Some(d) = self.armed {
+            if now >= d {
+                self.armed = None;
+                self.irq = true;
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// SBI set_timer at guest now + rel (may be past), or NEVER.
+    SetTimer(Option<i32>),
+    /// Guest writes vstimecmp directly (Sstc), then exits.
+    WriteCompareCsr(Option<i32>),
+    Advance(u32),
+    /// Sched out (maybe blocking in WFI), then in, maybe on another CPU.
+    PutLoad { blocking: bool, migrate: bool, sleep: u32 },
+    SetStie(bool),
+    /// VMM save/restore of a deadline: compare then state ON.
+    RestoreArmed(i32),
+    StateOff,
+    SetTime(u32),
+    Reset,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let rel = prop_oneof![4 => (-2000i32..200_000).prop_map(Some), 1 => Just(None)];
+    prop_oneof![
+        rel.clone().prop_map(Op::SetTimer),
+        rel.prop_map(Op::WriteCompareCsr),
+        (0u32..300_000).prop_map(Op::Advance),
+        (any::<bool>(), any::<bool>(), 0u32..300_000)
+            .prop_map(|(blocking, migrate, sleep)| Op::PutLoad { blocking, migrate, sleep }),
+        any::<bool>().prop_map(Op::SetStie),
+        (-2000i32..200_000).prop_map(Op::RestoreArmed),
+        Just(Op::StateOff),
+        (0u32..1_000_000).prop_map(Op::SetTime),
+        Just(Op::Reset),
+    ]
+}
+
+fn at(now: u64, rel: Option<i32>) -> u64 {
+    rel.map_or(NEVER, |r| now.wrapping_add_signed(r as i64))
+}
+
+fn check_common(sim: &Sim, t: &VcpuTimer) {
+    if sim.timer.get().is_some() {
+        assert!(t.armed(), "host timer running while disarmed");
+    }
+    for &(now, d) in sim.raises.borrow().iter() {
+        assert!(d != NEVER && now >= d, "interrupt at {now} before deadline {d}");
+    }
+}
+
+fn run_sbi(hz: u64, ops: &[Op]) {
+    let sim = Sim::new(hz);
+    let t = VcpuTimer::new(Mode::Sbi, Clock::new(hz).unwrap());
+    let mut r = SbiRef { compare: NEVER, ..Default::default() };
+    t.reset(&sim);
+    for op in ops {
+        match *op {
+            Op::SetTimer(rel) | Op::WriteCompareCsr(rel) => {
+                let d = at(sim.guest(), rel);
+                sim.deadline_seen.set(d);
+                t.set_timer(&sim, d);
+                r.program(sim.guest(), d);
+            }
+            Op::Advance(c) => {
+                sim.advance(&t, c as u64);
+                r.tick(sim.guest());
+            }
+            Op::PutLoad { blocking, migrate, sleep } => {
+                sim.blocking.set(blocking);
+                t.put(&sim);
+                sim.loaded.set(false);
+                sim.advance(&t, sleep as u64);
+                r.tick(sim.guest());
+                if migrate {
+                    sim.cpu.set(sim.cpu.get() ^ 1);
+                }
+                sim.loaded.set(true);
+                sim.blocking.set(false);
+                t.load(&sim);
+                if let Some((_, cpu)) = sim.timer.get() {
+                    assert_eq!(cpu, sim.cpu.get(), "host timer did not follow the vCPU");
+                }
+            }
+            Op::SetStie(on) => sim.stie.set(on),
+            Op::RestoreArmed(rel) => {
+                let d = at(sim.guest(), Some(rel));
+                // Writing compare re-programs an armed timer at once.
+                sim.deadline_seen.set(d);
+                t.set_reg(&sim, Reg::Compare, d).unwrap();
+                t.set_reg(&sim, Reg::State, STATE_ON).unwrap();
+                r.program(sim.guest(), d);
+                assert_eq!(t.get_reg(&sim, Reg::Compare), d);
+            }
+            Op::StateOff => {
+                t.set_reg(&sim, Reg::State, STATE_OFF).unwrap();
+                r.armed = None;
+                assert_eq!(t.get_reg(&sim, Reg::State), STATE_OFF);
+            }
+            Op::SetTime(v) => {
+                let v = v as u64 + (1 << 20);
+                t.set_reg(&sim, Reg::Time, v).unwrap();
+                assert_eq!(t.get_reg(&sim, Reg::Time), v);
+                if let Some(d) = r.armed {
+                    r.program(v, d);
+                }
+            }
+            Op::Reset => {
+                t.reset(&sim);
+                r.armed = None;
+                r.compare = NEVER;
+            }
+        }
+        check_common(&sim, &t);
+        assert_eq!(sim.irq.get(), r.irq, "interrupt line after {op:?}");
+        assert_eq!(t.armed(), r.armed.is_some(), "armed after {op:?}");
+        let want = if r.armed.is_some() { STATE_ON } else { STATE_OFF };
+        assert_eq!(t.get_reg(&sim, Reg::State), want);
+        assert_eq!(t.pending(&sim), r.irq && sim.stie.get());
+    }
+}
+
+fn run_sstc(hz: u64, ops: &[Op]) {
+    let sim = Sim::new(hz);
+    let t = VcpuTimer::new(Mode::Sstc, Clock::new(hz).unwrap());
+    t.reset(&sim);
+    t.load(&sim);
+    let mut deadline = NEVER;
+    for op in ops {
+        match *op {
+            Op::SetTimer(rel) => {
+                deadline = at(sim.guest(), rel);
+                t.set_timer(&sim, deadline);
+                assert_eq!(sim.csr_compare.get(), deadline, "SBI deadline not in vstimecmp");
+            }
+            Op::WriteCompareCsr(rel) => {
+                deadline = at(sim.guest(), rel);
+                sim.csr_compare.set(deadline);
+                t.sync(&sim);
+            }
+            Op::Advance(c) => sim.advance(&t, c as u64),
+            Op::PutLoad { blocking, migrate, sleep } => {
+                sim.blocking.set(blocking);
+                t.put(&sim);
+                sim.loaded.set(false);
+                sim.csr_compare.set(0xdead); // another vCPU uses the CSR
+                let kicks = sim.kicks.get();
+                let wake_at = sim.timer.get();
+                sim.advance(&t, sleep as u64);
+                if blocking && sim.stie.get() && deadline != NEVER && sim.guest() >= deadline {
+                    assert!(sim.kicks.get() > kicks, "blocked vCPU not woken at its deadline");
+                }
+                if sim.kicks.get() > kicks {
+                    let (ns, _) = wake_at.expect("kick without a wake timer");
+                    assert!(sim.guest() >= deadline && ns <= sim.host_ns());
+                }
+                if migrate {
+                    sim.cpu.set(sim.cpu.get() ^ 1);
+                }
+                sim.loaded.set(true);
+                sim.blocking.set(false);
+                t.load(&sim);
+                assert_eq!(sim.csr_compare.get(), deadline, "vstimecmp not restored");
+                assert!(sim.timer.get().is_none(), "wake timer left running");
+            }
+            Op::SetStie(on) => sim.stie.set(on),
+            Op::RestoreArmed(rel) => {
+                // A VMM restores while the vCPU is not loaded.
+                sim.loaded.set(false);
+                deadline = at(sim.guest(), Some(rel));
+                t.set_reg(&sim, Reg::Compare, deadline).unwrap();
+                t.set_reg(&sim, Reg::State, STATE_ON).unwrap();
+                sim.loaded.set(true);
+                t.load(&sim);
+                assert_eq!(sim.csr_compare.get(), deadline);
+            }
+            Op::StateOff => {
+                sim.loaded.set(false);
+                t.set_reg(&sim, Reg::State, STATE_OFF).unwrap();
+                sim.loaded.set(true);
+                t.load(&sim);
+                deadline = NEVER;
+                assert_eq!(t.get_reg(&sim, Reg::State), STATE_OFF);
+            }
+            Op::SetTime(v) => {
+                let v = v as u64 + (1 << 20);
+                t.set_reg(&sim, Reg::Time, v).unwrap();
+                assert_eq!(t.get_reg(&sim, Reg::Time), v);
+            }
+            Op::Reset => {
+                t.reset(&sim);
+                t.load(&sim);
+                deadline = NEVER;
+            }
+        }
+        check_common(&sim, &t);
+        assert!(!sim.irq.get(), "Sstc: the host never raises VSTIP");
+        assert_eq!(t.deadline(), deadline);
+        let due = deadline != NEVER && sim.guest() >= deadline;
+        assert_eq!(t.pending(&sim), due && sim.stie.get(), "pending after {op:?}");
+    }
+}
+
+const FREQS: [u64; 4] = [10_000_000, 62_500_000, 1_000_000_000, 3];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn sbi_mode_matches_reference(hz in prop::sample::select(&FREQS[..]),
+                                  ops in prop::collection::vec(op(), 1..40)) {
+        run_sbi(hz, &ops);
+    }
+
+    #[test]
+    fn sstc_mode_matches_reference(hz in prop::sample::select(&FREQS[..]),
+                                   ops in prop::collection::vec(op(), 1..40)) {
+        run_sstc(hz, &ops);
+    }
+}
+
+#[test]
+fn one_reg_errors_and_values() {
+    for mode in [Mode::Sbi, Mode::Sstc] {
+        let sim = Sim::new(10_000_000);
+        let t = VcpuTimer::new(mode, Clock::new(10_000_000).unwrap());
+        t.reset(&sim);
+        assert_eq!(t.get_reg(&sim, Reg::Frequency), 10_000_000);
+        assert_eq!(t.set_reg(&sim, Reg::Frequency, 10_000_000), Ok(()));
+        assert_eq!(t.set_reg(&sim, Reg::Frequency, 1), Err(RegError::Invalid));
+        assert_eq!(t.set_reg(&sim, Reg::State, 2), Err(RegError::Invalid));
+        // Nothing armed: turning it off succeeds (the in-tree timer: -EINVAL).
+        assert_eq!(t.set_reg(&sim, Reg::State, STATE_OFF), Ok(()));
+        assert_eq!(t.get_reg(&sim, Reg::Compare), NEVER);
+        assert_eq!(Reg::from_num(4), None);
+    }
+}
+
+#[test]
+fn state_on_arms_the_saved_compare_not_one() {
+    let sim = Sim::new(10_000_000);
+    let t = VcpuTimer::new(Mode::Sbi, Clock::new(10_000_000).unwrap());
+    t.reset(&sim);
+    let d = sim.guest() + 1000;
+    t.set_reg(&sim, Reg::Compare, d).unwrap();
+    sim.deadline_seen.set(d);
+    t.set_reg(&sim, Reg::State, STATE_ON).unwrap();
+    assert!(!sim.irq.get(), "fired at once: armed the state value, not the deadline");
+    sim.advance(&t, 999);
+    assert!(!sim.irq.get());
+    sim.advance(&t, 1);
+    assert!(sim.irq.get());
+}
+
+#[test]
+fn far_and_never_deadlines_do_not_start_the_host_timer() {
+    let sim = Sim::new(10_000_000);
+    let t = VcpuTimer::new(Mode::Sbi, Clock::new(10_000_000).unwrap());
+    t.reset(&sim);
+    for d in [NEVER, NEVER - 1, 1 << 63] {
+        t.set_timer(&sim, d);
+        assert!(sim.timer.get().is_none(), "host timer for {d}");
+        assert_eq!(t.armed(), d != NEVER);
+    }
+}
+
+#[test]
+fn masked_sstc_timer_does_not_wake_a_blocked_vcpu() {
+    let sim = Sim::new(10_000_000);
+    let t = VcpuTimer::new(Mode::Sstc, Clock::new(10_000_000).unwrap());
+    t.reset(&sim);
+    t.load(&sim);
+    t.set_timer(&sim, sim.guest() - 1);
+    sim.stie.set(false);
+    assert!(!t.pending(&sim), "masked, due timer ends WFI: the vCPU would spin");
+    sim.blocking.set(true);
+    t.put(&sim);
+    assert!(sim.timer.get().is_none());
+    sim.stie.set(true);
+    assert!(t.pending(&sim));
+}

@@ -1,0 +1,73 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! kvm_vtimer: the per-vCPU virtual timer of KVM, as a loadable backend.
+//!
+//! Loaded on a host whose KVM carries the timer-backend hook
+//! (patches/linux-6.12), it registers as the vCPU timer of every VM created
+//! afterwards.  Each VM holds the module until it is destroyed, so `rmmod`
+//! is refused while a VM uses it; VMs created after `rmmod` use KVM's
+//! built-in timer.
+//!
+//! Layout: [`timer`] is the pure logic (host-tested with `cargo test`);
+//! `kvm`, `hrtimer` and `arch` are the thin wrappers over C.
+
+use kernel::prelude::*;
+
+mod bindings;
+pub mod timer;
+
+#[cfg(CONFIG_RISCV)]
+mod hrtimer;
+#[cfg(CONFIG_RISCV)]
+mod kvm;
+
+#[cfg(CONFIG_RISCV)]
+#[path = "arch/riscv.rs"]
+mod riscv;
+
+module! {
+    type: KvmVtimer,
+    name: "kvm_vtimer",
+    author: "kvm-vtimer developers",
+    description: "Per-vCPU virtual timer backend for KVM (RISC-V, arm64)",
+    license: "GPL",
+}
+
+/// The module version, reported at load and unload.
+const VERSION: &str = "0.2.0";
+
+struct KvmVtimer {
+    #[cfg(CONFIG_RISCV)]
+    _backend: riscv::Backend,
+}
+
+impl kernel::Module for KvmVtimer {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        #[cfg(CONFIG_RISCV)]
+        {
+            let backend = riscv::Backend::register()?;
+            pr_info!(
+                "version {} loaded: timer backend for new VMs ({}), KVM API {}\n",
+                VERSION,
+                riscv::Backend::mode_name(),
+                bindings::KVM_API_VERSION
+            );
+            Ok(KvmVtimer { _backend: backend })
+        }
+        #[cfg(not(CONFIG_RISCV))]
+        {
+            pr_info!(
+                "version {} loaded: no timer backend for this architecture yet, VMs use KVM's (KVM API {})\n",
+                VERSION,
+                bindings::KVM_API_VERSION
+            );
+            Ok(KvmVtimer {})
+        }
+    }
+}
+
+impl Drop for KvmVtimer {
+    fn drop(&mut self) {
+        pr_info!("version {} unloaded\n", VERSION);
+    }
+}

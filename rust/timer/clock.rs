@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Conversions between guest counter cycles and nanoseconds.
+//!
+//! Exact (floor, or ceiling where a deadline must not come early) and
+//! overflow-free over the whole `u64` range: a result that does not fit
+//! saturates at `u64::MAX`, which callers treat as "never".
+
+/// Nanoseconds in a second.
+pub const NSEC_PER_SEC: u64 = 1_000_000_000;
+
+/// The highest counter frequency accepted (10 GHz).
+///
+/// Keeps `remainder * NSEC_PER_SEC` within `u64` (remainder < freq): see
+/// `scale`.
+pub const MAX_FREQ_HZ: u64 = 10 * NSEC_PER_SEC;
+
+/// A counter frequency.
+///
+/// # Invariants
+///
+/// `0 < hz <= MAX_FREQ_HZ`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Clock {
+    hz: u64,
+}
+
+impl Clock {
+    /// A clock of `hz` cycles per second; `None` if `hz` is 0 or above
+    /// [`MAX_FREQ_HZ`].
+    pub const fn new(hz: u64) -> Option<Self> {
+        if hz == 0 || hz > MAX_FREQ_HZ {
+            None
+        } else {
+            // INVARIANT: checked just above.
+            Some(Self { hz })
+        }
+    }
+
+    /// The frequency in Hz.
+    pub const fn hz(self) -> u64 {
+        self.hz
+    }
+
+    /// `cycles` as nanoseconds, rounded down, saturating at `u64::MAX`.
+    pub const fn cycles_to_ns(self, cycles: u64) -> u64 {
+        scale(cycles, NSEC_PER_SEC, self.hz, false)
+    }
+
+    /// `cycles` as nanoseconds, rounded up, saturating at `u64::MAX`.
+    ///
+    /// For the time until a deadline: a host timer armed this far ahead
+    /// never fires before the guest's counter reaches the deadline.
+    pub const fn cycles_to_ns_ceil(self, cycles: u64) -> u64 {
+        scale(cycles, NSEC_PER_SEC, self.hz, true)
+    }
+
+    /// `ns` as cycles, rounded down, saturating at `u64::MAX`.
+    pub const fn ns_to_cycles(self, ns: u64) -> u64 {
+        scale(ns, self.hz, NSEC_PER_SEC, false)
+    }
+}
+
+/// `value * mul / div`, exactly, saturating at `u64::MAX`.
+///
+/// One of `mul` and `div` is [`NSEC_PER_SEC`] and the other a frequency of
+/// at most [`MAX_FREQ_HZ`], so `rem * mul < div * mul <= 10^19 < 2^64`: the
+/// remainder product never overflows and no 128-bit division (which the
+/// kernel does not provide) is needed.
+const fn scale(value: u64, mul: u64, div: u64, ceil: bool) -> u64 {
+    let whole = value / div;
+    let rem = value % div;
+    let Some(rem_prod) = rem.checked_mul(mul) else {
+        // Unreachable by the bound above; saturate rather than panic.
+        return u64::MAX;
+    };
+    let rem_part = rem_prod / div;
+    let round_up = ceil && rem_prod % div != 0;
+    match whole.checked_mul(mul) {
+        Some(w) => match w.checked_add(rem_part) {
+            Some(s) if round_up => s.saturating_add(1),
+            Some(s) => s,
+            None => u64::MAX,
+        },
+        None => u64::MAX,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(value: u64, mul: u64, div: u64, ceil: bool) -> u64 {
+        let p = value as u128 * mul as u128;
+        let q = if ceil { p.div_ceil(div as u128) } else { p / div as u128 };
+        u64::try_from(q).unwrap_or(u64::MAX)
+    }
+
+    #[test]
+    fn rejects_bad_frequencies() {
+        assert_eq!(Clock::new(0), None);
+        assert_eq!(Clock::new(MAX_FREQ_HZ + 1), None);
+        assert_eq!(Clock::new(MAX_FREQ_HZ).map(Clock::hz), Some(MAX_FREQ_HZ));
+    }
+
+    #[test]
+    fn riscv_timebase() {
+        let c = Clock::new(10_000_000).unwrap();
+        assert_eq!(c.cycles_to_ns(1), 100);
+        assert_eq!(c.ns_to_cycles(199), 1);
+        assert_eq!(c.cycles_to_ns(u64::MAX), u64::MAX);
+        assert_eq!(c.ns_to_cycles(u64::MAX), u64::MAX / 100);
+    }
+
+    #[test]
+    fn ceil_never_early() {
+        let c = Clock::new(62_500_000).unwrap(); // arm64 virt under QEMU
+        for cycles in [1u64, 3, 62_499_999, 1 << 40] {
+            let ns = c.cycles_to_ns_ceil(cycles);
+            assert!(c.ns_to_cycles(ns) >= cycles, "{cycles} cycles -> {ns} ns");
+        }
+    }
+
+    #[test]
+    fn matches_wide_reference_at_edges() {
+        let freqs = [1, 3, 10_000_000, 24_000_000, 62_500_000, NSEC_PER_SEC, MAX_FREQ_HZ];
+        let values = [0, 1, 2, u64::MAX / 2, u64::MAX - 1, u64::MAX, 1 << 63, 999_999_999];
+        for &hz in &freqs {
+            let c = Clock::new(hz).unwrap();
+            for &v in &values {
+                assert_eq!(c.cycles_to_ns(v), reference(v, NSEC_PER_SEC, hz, false));
+                assert_eq!(c.cycles_to_ns_ceil(v), reference(v, NSEC_PER_SEC, hz, true));
+                assert_eq!(c.ns_to_cycles(v), reference(v, hz, NSEC_PER_SEC, false));
+            }
+        }
+    }
+}

@@ -1,0 +1,9 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Pure timer logic: only `core`, no kernel types, no raw pointers.
+//!
+//! The kernel glue (`kvm.rs`, `hrtimer.rs`, `arch/`) calls into this; the
+//! host crate in `host/` builds the same files for `cargo test`.
+
+pub mod clock;
+pub mod vcpu;

@@ -1,0 +1,393 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The per-vCPU RISC-V guest timer, as a state machine over a [`Platform`].
+//!
+//! Two modes, fixed when the vCPU is created:
+//!
+//! - [`Mode::Sstc`]: the guest programs `vstimecmp` itself and the hart
+//!   raises VSTIP.  The host keeps the deadline across load/put and arms a
+//!   host timer only to wake the vCPU when it blocks in WFI.
+//! - [`Mode::Sbi`]: the guest asks for its deadline with SBI TIME
+//!   `set_timer`; a host timer raises VSTIP when the deadline is reached.
+//!
+//! Concurrency: every method but [`VcpuTimer::expired`] runs on the vCPU's
+//! own thread (ioctl, run loop, preempt notifiers); `expired` runs in the
+//! host timer's callback, on any CPU.  The fields the callback reads are
+//! atomics; the vCPU thread cancels the host timer (which waits for a
+//! running callback) before it changes them, and starts it after, so the
+//! timer's own lock orders the two sides.
+
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use super::clock::Clock;
+
+/// A deadline that never comes: SBI `set_timer(-1)`, the reset value.
+pub const NEVER: u64 = u64::MAX;
+
+/// `state` register values (`KVM_RISCV_TIMER_STATE_*`).
+pub const STATE_OFF: u64 = 0;
+/// The timer is armed.
+pub const STATE_ON: u64 = 1;
+
+/// How the guest programs its timer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `vstimecmp` in hardware (Sstc).
+    Sstc,
+    /// SBI TIME `set_timer`, emulated with a host timer.
+    Sbi,
+}
+
+/// What the host timer callback tells the hrtimer core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// Done; the timer stays idle.
+    Done,
+    /// Fired before the deadline: run again at this absolute host time (ns).
+    Again(u64),
+}
+
+/// A ONE_REG timer register (`KVM_REG_RISCV_TIMER_REG(...)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reg {
+    /// Counter frequency in Hz; read-only in effect.
+    Frequency,
+    /// The guest's counter.
+    Time,
+    /// The deadline, in guest counter cycles.
+    Compare,
+    /// [`STATE_ON`] or [`STATE_OFF`].
+    State,
+}
+
+impl Reg {
+    /// The register with ONE_REG number `num`, in `struct kvm_riscv_timer`
+    /// order.
+    pub fn from_num(num: u64) -> Option<Self> {
+        match num {
+            0 => Some(Self::Frequency),
+            1 => Some(Self::Time),
+            2 => Some(Self::Compare),
+            3 => Some(Self::State),
+            _ => None,
+        }
+    }
+}
+
+/// Why a ONE_REG access was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegError {
+    /// A value the register cannot take (`-EINVAL`).
+    Invalid,
+}
+
+/// What the timer needs from the host: the kernel glue implements it with
+/// CSRs, hrtimers and KVM calls; the host tests with a simulation.
+pub trait Platform {
+    /// The host's counter (the `time` CSR).
+    fn host_cycles(&self) -> u64;
+    /// Host monotonic time in ns, the clock of the host timer.
+    fn host_ns(&self) -> u64;
+    /// The VM's offset from host to guest counter (`htimedelta`).
+    fn time_delta(&self) -> u64;
+    /// Set the VM's counter offset.
+    fn set_time_delta(&self, delta: u64);
+    /// The CPU this runs on.
+    fn cpu(&self) -> u32;
+
+    /// Start the vCPU's host timer at absolute `expires_ns`, on this CPU.
+    fn timer_start(&self, expires_ns: u64);
+    /// Stop the host timer; waits for a callback running elsewhere.
+    fn timer_cancel(&self);
+
+    /// Make the VS-level timer interrupt pending (and kick the vCPU).
+    fn irq_raise(&self);
+    /// Clear the VS-level timer interrupt.
+    fn irq_clear(&self);
+    /// Whether the VS timer interrupt is pending and enabled by the guest.
+    fn irq_pending(&self) -> bool;
+    /// Whether the guest enables its timer interrupt (`vsie.STIE`).
+    fn irq_enabled(&self) -> bool;
+
+    /// Write the loaded vCPU's `htimedelta` and, with Sstc, `vstimecmp`.
+    fn load_csrs(&self, time_delta: u64, compare: Option<u64>);
+    /// Read the loaded vCPU's `vstimecmp` (Sstc).
+    fn read_compare(&self) -> u64;
+    /// Run `f` with preemption disabled (no load/put in between).
+    fn atomic<R>(&self, f: impl FnOnce() -> R) -> R;
+
+    /// Wake or kick the vCPU.
+    fn kick(&self);
+    /// Whether the vCPU is about to block (WFI).
+    fn is_blocking(&self) -> bool;
+}
+
+/// The timer state of one vCPU.
+///
+/// # Invariants
+///
+/// - The host timer is started only while `armed` is true, and never for
+///   [`NEVER`] or an expiry past `i64::MAX` ns (`ktime_t`'s end).
+/// - In [`Mode::Sbi`], `armed` means a deadline is programmed and its
+///   interrupt not yet raised.  In [`Mode::Sstc`], it means the wake timer of
+///   a blocked vCPU is armed.
+#[derive(Debug)]
+pub struct VcpuTimer {
+    mode: Mode,
+    clock: Clock,
+    deadline: AtomicU64,
+    armed: AtomicBool,
+    timer_cpu: AtomicU32,
+}
+
+impl VcpuTimer {
+    /// A vCPU timer in `mode`, counting at `clock`, with no deadline.
+    pub fn new(mode: Mode, clock: Clock) -> Self {
+        Self {
+            mode,
+            clock,
+            deadline: AtomicU64::new(NEVER),
+            armed: AtomicBool::new(false),
+            timer_cpu: AtomicU32::new(0),
+        }
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The programmed deadline ([`NEVER`] if none).
+    pub fn deadline(&self) -> u64 {
+        self.deadline.load(Ordering::Acquire)
+    }
+
+    /// Whether the host timer is armed.
+    pub fn armed(&self) -> bool {
+        self.armed.load(Ordering::Acquire)
+    }
+
+    fn guest_cycles<P: Platform>(&self, p: &P) -> u64 {
+        p.host_cycles().wrapping_add(p.time_delta())
+    }
+
+    /// The absolute host time at which `deadline` is reached; `None` if it
+    /// never is (or only past the end of host time).  Never early: the
+    /// counter is read before the clock, and the distance is rounded up.
+    fn expiry_ns<P: Platform>(&self, p: &P, deadline: u64) -> Option<u64> {
+        if deadline == NEVER {
+            return None;
+        }
+        let now = self.guest_cycles(p);
+        let host_now = p.host_ns();
+        let ahead = self.clock.cycles_to_ns_ceil(deadline.saturating_sub(now));
+        match host_now.checked_add(ahead) {
+            // ktime_t is signed: a later expiry is "never" to the host.
+            Some(ns) if ns <= i64::MAX as u64 => Some(ns),
+            _ => None,
+        }
+    }
+
+    /// Arm for `deadline`: the host timer starts unless the deadline lies
+    /// past the end of host time, where it stays armed but idle.
+    fn arm<P: Platform>(&self, p: &P, deadline: u64) {
+        if deadline == NEVER {
+            return;
+        }
+        self.armed.store(true, Ordering::Release);
+        if let Some(ns) = self.expiry_ns(p, deadline) {
+            self.timer_cpu.store(p.cpu(), Ordering::Relaxed);
+            p.timer_start(ns);
+        }
+    }
+
+    fn disarm<P: Platform>(&self, p: &P) {
+        p.timer_cancel();
+        self.armed.store(false, Ordering::Release);
+    }
+
+    /// SBI TIME `set_timer(deadline)` from the guest.
+    pub fn set_timer<P: Platform>(&self, p: &P, deadline: u64) {
+        match self.mode {
+            Mode::Sstc => {
+                // Deadline and CSR together, so that a preemption between
+                // them cannot restore the old deadline on the next load.
+                p.atomic(|| {
+                    self.deadline.store(deadline, Ordering::Release);
+                    p.load_csrs(p.time_delta(), Some(deadline));
+                });
+            }
+            Mode::Sbi => self.program(p, deadline),
+        }
+    }
+
+    /// SBI mode: replace the guest's deadline.
+    fn program<P: Platform>(&self, p: &P, deadline: u64) {
+        self.disarm(p);
+        p.irq_clear();
+        self.deadline.store(deadline, Ordering::Release);
+        if deadline == NEVER {
+            return;
+        }
+        if self.guest_cycles(p) >= deadline {
+            // Already due: pending before the vCPU next enters the guest.
+            p.irq_raise();
+            return;
+        }
+        self.arm(p, deadline);
+    }
+
+    /// The host timer's callback.
+    pub fn expired<P: Platform>(&self, p: &P) -> Expiry {
+        let deadline = self.deadline.load(Ordering::Acquire);
+        if deadline == NEVER {
+            self.armed.store(false, Ordering::Release);
+            return Expiry::Done;
+        }
+        if self.guest_cycles(p) < deadline {
+            // Early (a clock adjustment, or the counter offset moved back):
+            // still armed, at the deadline's new host time if it has one.
+            return match self.expiry_ns(p, deadline) {
+                Some(ns) => Expiry::Again(ns),
+                None => Expiry::Done,
+            };
+        }
+        self.armed.store(false, Ordering::Release);
+        match self.mode {
+            Mode::Sbi => p.irq_raise(),
+            Mode::Sstc => p.kick(),
+        }
+        Expiry::Done
+    }
+
+    /// Whether the timer should wake the (blocked) vCPU.
+    pub fn pending<P: Platform>(&self, p: &P) -> bool {
+        match self.mode {
+            Mode::Sstc => {
+                let deadline = self.deadline();
+                // A masked timer does not end WFI (it would spin).
+                p.irq_enabled() && deadline != NEVER && self.guest_cycles(p) >= deadline
+            }
+            Mode::Sbi => p.irq_pending(),
+        }
+    }
+
+    /// The vCPU is loaded on this CPU.
+    pub fn load<P: Platform>(&self, p: &P) {
+        match self.mode {
+            Mode::Sstc => {
+                p.load_csrs(p.time_delta(), Some(self.deadline()));
+                if self.armed() {
+                    // Running again: the wake timer is not needed.
+                    self.disarm(p);
+                }
+            }
+            Mode::Sbi => {
+                p.load_csrs(p.time_delta(), None);
+                if self.armed() && self.timer_cpu.load(Ordering::Relaxed) != p.cpu() {
+                    // Follow the vCPU: expire on the CPU it runs on, so the
+                    // interrupt needs no IPI to reach it.  The callback may
+                    // have run on the old CPU meanwhile: only a timer still
+                    // armed after the cancel is started again, or the
+                    // interrupt would come twice.
+                    p.timer_cancel();
+                    if self.armed() {
+                        self.arm(p, self.deadline());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The vCPU is put (sched-out, or the end of an ioctl).
+    pub fn put<P: Platform>(&self, p: &P) {
+        if self.mode == Mode::Sstc && p.is_blocking() && p.irq_enabled() {
+            // vstimecmp is saved by sync() after every exit.
+            self.arm(p, self.deadline());
+        }
+    }
+
+    /// After every guest exit, interrupts disabled.
+    pub fn sync<P: Platform>(&self, p: &P) {
+        if self.mode == Mode::Sstc {
+            self.deadline.store(p.read_compare(), Ordering::Release);
+        }
+    }
+
+    /// vCPU reset (and creation): no deadline.  Runs with preemption
+    /// disabled; the host timer is a hard one, so cancelling never sleeps.
+    pub fn reset<P: Platform>(&self, p: &P) {
+        self.disarm(p);
+        self.deadline.store(NEVER, Ordering::Release);
+    }
+
+    /// vCPU destruction.
+    pub fn deinit<P: Platform>(&self, p: &P) {
+        self.disarm(p);
+    }
+
+    /// ONE_REG read.
+    pub fn get_reg<P: Platform>(&self, p: &P, reg: Reg) -> u64 {
+        match reg {
+            Reg::Frequency => self.clock.hz(),
+            Reg::Time => self.guest_cycles(p),
+            Reg::Compare => self.deadline(),
+            Reg::State => {
+                let on = match self.mode {
+                    Mode::Sstc => self.deadline() != NEVER,
+                    Mode::Sbi => self.armed(),
+                };
+                if on {
+                    STATE_ON
+                } else {
+                    STATE_OFF
+                }
+            }
+        }
+    }
+
+    /// ONE_REG write.  The vCPU is not loaded (its mutex is held by the
+    /// ioctl), so with Sstc the next load writes the CSRs.
+    pub fn set_reg<P: Platform>(&self, p: &P, reg: Reg, val: u64) -> Result<(), RegError> {
+        match reg {
+            Reg::Frequency if val == self.clock.hz() => Ok(()),
+            Reg::Frequency => Err(RegError::Invalid),
+            Reg::Time => {
+                p.set_time_delta(val.wrapping_sub(p.host_cycles()));
+                if self.mode == Mode::Sbi && self.armed() {
+                    // The same deadline is now at another host time.
+                    self.program(p, self.deadline());
+                }
+                Ok(())
+            }
+            Reg::Compare => {
+                if self.mode == Mode::Sbi && self.armed() {
+                    self.program(p, val);
+                } else {
+                    self.deadline.store(val, Ordering::Release);
+                }
+                Ok(())
+            }
+            Reg::State => match val {
+                // Arm the saved deadline (the in-tree timer armed "1").
+                STATE_ON => {
+                    match self.mode {
+                        Mode::Sstc => {}
+                        Mode::Sbi => self.program(p, self.deadline()),
+                    }
+                    Ok(())
+                }
+                // Nothing armed is fine: the state is already off.  With
+                // Sstc the timer is on while a compare value is set.
+                STATE_OFF => {
+                    self.disarm(p);
+                    if self.mode == Mode::Sstc {
+                        self.deadline.store(NEVER, Ordering::Release);
+                    }
+                    Ok(())
+                }
+                _ => Err(RegError::Invalid),
+            },
+        }
+    }
+}

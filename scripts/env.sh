@@ -1,0 +1,64 @@
+# SPDX-License-Identifier: GPL-2.0
+# Sourced by the build scripts: the toolchain that builds Rust-enabled 6.12
+# kernels here (Debian rustc-web + rust-web-src, clang/LLVM 19, bindgen-cli).
+
+KVT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+KVT_CACHE=${KVT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kvm-vtimer}
+KVT_BUILD=${KVT_BUILD:-$KVT_ROOT/build}
+KVT_JOBS=${KVT_JOBS:-$(($(nproc) + 1))}
+
+PATH=$(llvm-config-19 --bindir):$PATH:$HOME/.cargo/bin
+KVT_RUSTC=/usr/bin/rustc
+KVT_RUST_LIB_SRC=$(ls -d /usr/src/rustc-*/library 2>/dev/null | sort -V | tail -n 1)
+KVT_BINDGEN=$(command -v bindgen || true)
+LIBCLANG_PATH=$(llvm-config-19 --libdir)
+export PATH LIBCLANG_PATH KVT_ROOT KVT_CACHE KVT_BUILD KVT_JOBS
+
+# Arguments every kernel and module make invocation needs.
+kvt_kmake_args() {
+	local arch=$1
+	echo "ARCH=$arch LLVM=1 RUSTC=$KVT_RUSTC BINDGEN=$KVT_BINDGEN RUST_LIB_SRC=$KVT_RUST_LIB_SRC"
+}
+
+kvt_cross() {
+	case $1 in
+	riscv) echo riscv64-linux-gnu- ;;
+	arm64) echo aarch64-linux-gnu- ;;
+	*) echo "unknown ARCH $1" >&2; return 1 ;;
+	esac
+}
+
+kvt_image() {
+	case $1 in
+	riscv) echo arch/riscv/boot/Image ;;
+	arm64) echo arch/arm64/boot/Image ;;
+	esac
+}
+
+kvt_sha() {
+	sha256sum | cut -c1-16
+}
+
+# The kernel source tree with our patch series applied; keyed by the Debian
+# source version and the patches.
+kvt_src_key() {
+	{
+		dpkg-query -W -f='${Version}\n' linux-source-6.12
+		cat "$KVT_ROOT"/patches/linux-6.12/*.patch 2>/dev/null || true
+	} | kvt_sha
+}
+
+# A built kernel: the source key, the config fragment and the toolchain.
+kvt_kernel_key() {
+	local arch=$1
+	{
+		kvt_src_key
+		cat "$KVT_ROOT/configs/$arch.config"
+		"$KVT_RUSTC" --version
+		clang --version | head -n 1
+	} | kvt_sha
+}
+
+kvt_kernel_dir() {
+	echo "$KVT_CACHE/kernel-$1-$(kvt_kernel_key "$1")"
+}

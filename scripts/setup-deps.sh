@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Install everything the test bed needs on a Debian bookworm machine.
+# Idempotent: a second run checks and installs nothing.
+set -euo pipefail
+
+APT_BACKPORTS="clang-19 lld-19 llvm-19 libclang-19-dev qemu-system-misc qemu-system-arm"
+APT_MAIN="make flex bison bc libelf-dev libssl-dev cpio xz-utils python3 rsync
+	gcc-riscv64-linux-gnu gcc-aarch64-linux-gnu libc6-dev-riscv64-cross
+	libc6-dev-arm64-cross rustc-web rust-web-src linux-source-6.12"
+BINDGEN_VERSION=0.73.1
+BACKPORTS_LIST=/etc/apt/sources.list.d/kvm-vtimer-backports.sources
+
+missing() {
+	local p
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null |
+			grep -q 'install ok installed' || echo "$p"
+	done
+}
+
+# shellcheck disable=SC2086
+need_bp=$(missing $APT_BACKPORTS)
+# shellcheck disable=SC2086
+need_main=$(missing $APT_MAIN)
+need_bindgen=
+command -v bindgen >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/bindgen" ] || need_bindgen=1
+
+if [ -z "$need_bp$need_main$need_bindgen" ]; then
+	echo "setup-deps: everything is installed"
+	exit 0
+fi
+
+if [ "$(id -u)" != 0 ]; then
+	echo "setup-deps: missing:" $need_bp $need_main ${need_bindgen:+bindgen-cli} >&2
+	echo "setup-deps: run as root: sudo $0" >&2
+	exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+if [ -n "$need_bp$need_main" ]; then
+	if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+		cat > "$BACKPORTS_LIST" <<SRC
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+	fi
+	apt-get update -q
+	# shellcheck disable=SC2086
+	[ -z "$need_main" ] || apt-get install -y -q --no-install-recommends $need_main
+	# shellcheck disable=SC2086
+	[ -z "$need_bp" ] || apt-get install -y -q --no-install-recommends -t bookworm-backports $need_bp
+fi
+
+if [ -n "$need_bindgen" ]; then
+	LIBCLANG_PATH=$(llvm-config-19 --libdir) \
+		cargo install --locked --version "$BINDGEN_VERSION" bindgen-cli
+fi
+echo "setup-deps: done"

@@ -1,0 +1,323 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The emulated host's /init: there is no shell for riscv64 in the package
+ * registries this project may use, so this small static program is the
+ * whole user space of the test host.
+ *
+ * It mounts the pseudo filesystems, then executes /plan line by line:
+ *
+ *   phase NAME                       announce a phase (a KTAP comment)
+ *   run TIMEOUT ID PROG [ARGS...]    run a program, one KTAP result
+ *   insmod TIMEOUT ID PATH [PARAMS]  load a module, one KTAP result
+ *   rmmod TIMEOUT ID NAME            unload a module, one KTAP result
+ *   cat PATH                         copy a file to the console
+ *
+ * Everything a step prints is indented by four spaces, so the unindented
+ * "ok N ID" / "not ok N ID # ..." lines are ours alone.  A step that runs
+ * longer than TIMEOUT seconds is killed with its process group and reported
+ * "not ok N ID # TIMEOUT".  Exit status 4 (KSFT_SKIP) is reported as SKIP.
+ * When the plan is done the host powers off.
+ *
+ * Run as any other process than PID 1 (the runner's own tests do), it mounts
+ * nothing, reads the plan named by its first argument and just exits.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#define KSFT_SKIP	4
+#define MAX_ARGS	64
+#define LINE_MAX_LEN	4096
+
+static int test_nr;
+
+/* One write() per line keeps our lines whole between kernel messages. */
+static void out(const char *fmt, ...)
+{
+	char buf[LINE_MAX_LEN + 64];
+	va_list ap;
+	int len;
+
+	va_start(ap, fmt);
+	len = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
+	va_end(ap);
+	if (len < 0)
+		return;
+	if (len > (int)sizeof(buf) - 2)
+		len = sizeof(buf) - 2;
+	buf[len++] = '\n';
+	if (write(STDOUT_FILENO, buf, len) < 0)
+		return;
+}
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void mount_fs(const char *src, const char *dst, const char *type)
+{
+	mkdir(dst, 0755);
+	if (mount(src, dst, type, 0, NULL) && errno != EBUSY)
+		out("# init: mount %s on %s: %s", type, dst, strerror(errno));
+}
+
+static void result(int ok, const char *id, double secs, const char *fmt, ...)
+{
+	char why[256] = "";
+	va_list ap;
+
+	if (fmt) {
+		va_start(ap, fmt);
+		vsnprintf(why, sizeof(why), fmt, ap);
+		va_end(ap);
+	}
+	out("%s %d %s # time=%.1fs%s%s", ok ? "ok" : "not ok", ++test_nr, id,
+	    secs, why[0] ? " " : "", why);
+}
+
+/* Echo the child's output, indented, until EOF or the deadline. */
+static int relay(int fd, double deadline)
+{
+	char buf[LINE_MAX_LEN];
+	size_t used = 0;
+
+	for (;;) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		double left = deadline - now();
+		ssize_t n;
+		char *nl;
+		int r;
+
+		if (left <= 0)
+			return -1;
+		r = poll(&pfd, 1, (int)(left * 1000) + 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			continue;
+		n = read(fd, buf + used, sizeof(buf) - used - 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		used += n;
+		buf[used] = '\0';
+		while ((nl = memchr(buf, '\n', used))) {
+			*nl = '\0';
+			out("    %s", buf);
+			used -= nl + 1 - buf;
+			memmove(buf, nl + 1, used);
+		}
+		if (used == sizeof(buf) - 1) {
+			buf[used] = '\0';
+			out("    %s", buf);
+			used = 0;
+		}
+	}
+	if (used) {
+		buf[used] = '\0';
+		out("    %s", buf);
+	}
+	return 0;
+}
+
+static void step_run(int timeout, const char *id, char **argv)
+{
+	double start = now(), deadline = start + timeout;
+	int pipefd[2], status = 0, timed_out;
+	pid_t pid;
+
+	if (pipe2(pipefd, O_CLOEXEC)) {
+		result(0, id, 0, "pipe: %s", strerror(errno));
+		return;
+	}
+	pid = fork();
+	if (pid < 0) {
+		result(0, id, 0, "fork: %s", strerror(errno));
+		close(pipefd[0]);
+		close(pipefd[1]);
+		return;
+	}
+	if (pid == 0) {
+		setsid();
+		dup2(pipefd[1], STDOUT_FILENO);
+		dup2(pipefd[1], STDERR_FILENO);
+		execv(argv[0], argv);
+		dprintf(STDERR_FILENO, "exec %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	close(pipefd[1]);
+	timed_out = relay(pipefd[0], deadline) < 0;
+	if (!timed_out) {
+		/* Output closed; the program may still be finishing. */
+		while (waitpid(pid, &status, WNOHANG) == 0) {
+			if (now() >= deadline) {
+				timed_out = 1;
+				break;
+			}
+			usleep(10000);
+		}
+	}
+	if (timed_out) {
+		kill(-pid, SIGKILL);
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+	}
+	close(pipefd[0]);
+
+	if (timed_out)
+		result(0, id, now() - start, "TIMEOUT %ds", timeout);
+	else if (WIFSIGNALED(status))
+		result(0, id, now() - start, "signal=%d", WTERMSIG(status));
+	else if (WEXITSTATUS(status) == KSFT_SKIP)
+		result(1, id, now() - start, "SKIP");
+	else if (WEXITSTATUS(status))
+		result(0, id, now() - start, "exit=%d", WEXITSTATUS(status));
+	else
+		result(1, id, now() - start, NULL);
+}
+
+static void step_insmod(const char *id, const char *path, char **params)
+{
+	char args[LINE_MAX_LEN] = "";
+	double start = now();
+	int fd, ret;
+
+	for (; *params; params++) {
+		strncat(args, *params, sizeof(args) - strlen(args) - 2);
+		strcat(args, " ");
+	}
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		result(0, id, 0, "open %s: %s", path, strerror(errno));
+		return;
+	}
+	ret = syscall(SYS_finit_module, fd, args, 0);
+	close(fd);
+	if (ret)
+		result(0, id, now() - start, "finit_module: %s", strerror(errno));
+	else
+		result(1, id, now() - start, NULL);
+}
+
+static void step_rmmod(const char *id, const char *name)
+{
+	double start = now();
+
+	if (syscall(SYS_delete_module, name, O_NONBLOCK))
+		result(0, id, now() - start, "delete_module: %s", strerror(errno));
+	else
+		result(1, id, now() - start, NULL);
+}
+
+static void step_cat(const char *path)
+{
+	char buf[LINE_MAX_LEN];
+	FILE *f = fopen(path, "re");
+
+	if (!f) {
+		out("# cat %s: %s", path, strerror(errno));
+		return;
+	}
+	while (fgets(buf, sizeof(buf), f)) {
+		buf[strcspn(buf, "\n")] = '\0';
+		out("    %s", buf);
+	}
+	fclose(f);
+}
+
+static int split(char *line, char **argv)
+{
+	int argc = 0;
+	char *tok, *save;
+
+	for (tok = strtok_r(line, " \t\n", &save); tok && argc < MAX_ARGS;
+	     tok = strtok_r(NULL, " \t\n", &save))
+		argv[argc++] = tok;
+	argv[argc] = NULL;
+	return argc;
+}
+
+static int count_tests(FILE *plan)
+{
+	char line[LINE_MAX_LEN];
+	int n = 0;
+
+	while (fgets(line, sizeof(line), plan))
+		if (!strncmp(line, "run ", 4) || !strncmp(line, "insmod ", 7) ||
+		    !strncmp(line, "rmmod ", 6))
+			n++;
+	rewind(plan);
+	return n;
+}
+
+int main(int main_argc, char **main_argv)
+{
+	char line[LINE_MAX_LEN], *argv[MAX_ARGS + 1];
+	const char *plan_path = "/plan";
+	int is_init = getpid() == 1;
+	FILE *plan;
+	int argc;
+
+	if (is_init) {
+		mount_fs("proc", "/proc", "proc");
+		mount_fs("sysfs", "/sys", "sysfs");
+		mount_fs("devtmpfs", "/dev", "devtmpfs");
+		mount_fs("debugfs", "/sys/kernel/debug", "debugfs");
+		mount_fs("tmpfs", "/tmp", "tmpfs");
+		setenv("PATH", "/bin", 1);
+	} else if (main_argc > 1) {
+		plan_path = main_argv[1];
+	}
+
+	plan = fopen(plan_path, "re");
+	if (!plan) {
+		out("# init: no %s: %s", plan_path, strerror(errno));
+		goto off;
+	}
+	out("KTAP version 1");
+	out("1..%d", count_tests(plan));
+	while (fgets(line, sizeof(line), plan)) {
+		argc = split(line, argv);
+		if (argc == 0 || argv[0][0] == '#')
+			continue;
+		if (!strcmp(argv[0], "phase") && argc == 2) {
+			out("# phase %s", argv[1]);
+		} else if (!strcmp(argv[0], "cat") && argc == 2) {
+			step_cat(argv[1]);
+		} else if (!strcmp(argv[0], "run") && argc >= 4) {
+			step_run(atoi(argv[1]), argv[2], &argv[3]);
+		} else if (!strcmp(argv[0], "insmod") && argc >= 4) {
+			step_insmod(argv[2], argv[3], &argv[4]);
+		} else if (!strcmp(argv[0], "rmmod") && argc == 4) {
+			step_rmmod(argv[2], argv[3]);
+		} else {
+			out("# init: bad plan line: %s", argv[0]);
+		}
+	}
+	fclose(plan);
+off:
+	out("# init: plan done, powering off");
+	if (!is_init)
+		return 0;
+	sync();
+	reboot(RB_POWER_OFF);
+	return 0;
+}

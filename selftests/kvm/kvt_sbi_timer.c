@@ -1,0 +1,311 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * kvt_sbi_timer - the guest timer through SBI TIME set_timer
+ *
+ * Upstream arch_timer programs vstimecmp directly and skips without Sstc.
+ * This test drives the timer the way a guest without Sstc must, through SBI
+ * TIME set_timer (and the legacy v0.1 call), on hosts with and without
+ * Sstc, and checks:
+ *
+ *  - one interrupt per deadline, never before it, while the guest spins and
+ *    while it waits in WFI (the blocked-vCPU wakeup path);
+ *  - a deadline already past is pending before the guest runs again;
+ *  - set_timer(-1) clears a pending interrupt and cancels a programmed one;
+ *  - a due timer the guest masks (sie.STIE clear) does not end WFI: the
+ *    blocked vCPU does not spin through guest exits;
+ *  - all of it while a host thread moves the vCPU between CPUs (-m).
+ */
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "arch_timer.h"
+#include "kvm_util.h"
+#include "processor.h"
+#include "sbi.h"
+#include "ucall_common.h"
+
+#define SBI_EXT_TIME		0x54494D45
+#define SBI_EXT_TIME_SET_TIMER	0
+#define SBI_EXT_0_1_SET_TIMER	0x0
+
+#define NR_DEADLINES	20
+#define PERIOD_US	2000
+#define SLACK_US	50000
+
+enum { STAGE_MASKED_WFI = 1 };
+
+static volatile uint64_t irq_count;
+static volatile uint64_t irq_at;
+static bool use_legacy;
+
+static void sbi_set_timer(uint64_t deadline)
+{
+	struct sbiret ret;
+
+	if (use_legacy)
+		ret = sbi_ecall(SBI_EXT_0_1_SET_TIMER, 0, deadline, 0, 0, 0, 0, 0);
+	else
+		ret = sbi_ecall(SBI_EXT_TIME, SBI_EXT_TIME_SET_TIMER, deadline,
+				0, 0, 0, 0, 0);
+	if (!use_legacy)
+		GUEST_ASSERT_EQ(ret.error, 0);
+}
+
+static void guest_irq_handler(struct ex_regs *regs)
+{
+	GUEST_ASSERT_EQ(regs->cause & ~CAUSE_IRQ_FLAG, IRQ_S_TIMER);
+	irq_at = timer_get_cycles();
+	irq_count++;
+	/* Clears the interrupt, as a guest kernel does. */
+	sbi_set_timer(-1ULL);
+}
+
+static void guest_wfi(void)
+{
+	asm volatile("wfi" ::: "memory");
+}
+
+static bool stip_pending(void)
+{
+	return csr_read(CSR_SIP) & IE_TIE;
+}
+
+/* Wait for interrupt number @n, spinning or in WFI, at most @slack_us. */
+static void wait_irq(uint64_t n, bool wfi, uint64_t deadline)
+{
+	uint64_t limit = deadline + usec_to_cycles(SLACK_US);
+
+	while (READ_ONCE(irq_count) < n) {
+		if (wfi)
+			guest_wfi();
+		__GUEST_ASSERT(timer_get_cycles() < limit,
+			       "interrupt %lu not delivered %u us after its deadline",
+			       n, SLACK_US);
+	}
+}
+
+static void guest_deadlines(bool wfi)
+{
+	uint64_t base = irq_count;
+
+	for (int i = 1; i <= NR_DEADLINES; i++) {
+		uint64_t deadline = timer_get_cycles() + usec_to_cycles(PERIOD_US);
+
+		sbi_set_timer(deadline);
+		wait_irq(base + i, wfi, deadline);
+		__GUEST_ASSERT(irq_at >= deadline,
+			       "interrupt at %lu, before its deadline %lu", irq_at, deadline);
+		/* Exactly one: nothing more within another period. */
+		udelay(PERIOD_US);
+		GUEST_ASSERT_EQ(READ_ONCE(irq_count), base + i);
+	}
+}
+
+static void guest_past_and_clear(void)
+{
+	uint64_t base = irq_count;
+
+	/* A past deadline is pending as soon as set_timer returns. */
+	local_irq_disable();
+	sbi_set_timer(timer_get_cycles() - 1000);
+	GUEST_ASSERT(stip_pending());
+	local_irq_enable();
+	GUEST_ASSERT_EQ(READ_ONCE(irq_count), base + 1);
+
+	/* set_timer(-1) clears a pending interrupt ... */
+	local_irq_disable();
+	sbi_set_timer(timer_get_cycles() - 1);
+	GUEST_ASSERT(stip_pending());
+	sbi_set_timer(-1ULL);
+	GUEST_ASSERT(!stip_pending());
+	local_irq_enable();
+	GUEST_ASSERT_EQ(READ_ONCE(irq_count), base + 1);
+
+	/* ... and cancels a programmed one. */
+	sbi_set_timer(timer_get_cycles() + usec_to_cycles(PERIOD_US));
+	sbi_set_timer(-1ULL);
+	udelay(3 * PERIOD_US);
+	GUEST_ASSERT_EQ(READ_ONCE(irq_count), base + 1);
+
+	/* A far deadline and the largest one do not fire. */
+	sbi_set_timer(-2ULL);
+	udelay(PERIOD_US);
+	sbi_set_timer(timer_get_cycles() + (1ULL << 62));
+	udelay(PERIOD_US);
+	GUEST_ASSERT_EQ(READ_ONCE(irq_count), base + 1);
+	sbi_set_timer(-1ULL);
+}
+
+static void guest_code(void)
+{
+	timer_irq_enable();
+	local_irq_enable();
+
+	guest_deadlines(false);
+	guest_deadlines(true);
+	guest_past_and_clear();
+	use_legacy = true;
+	guest_deadlines(false);
+	use_legacy = false;
+
+	/* A due timer, masked: WFI must block, not return at once. */
+	timer_irq_disable();
+	sbi_set_timer(timer_get_cycles() - 1);
+	GUEST_SYNC(STAGE_MASKED_WFI);
+	for (;;)
+		guest_wfi();
+}
+
+static struct kvm_vcpu *vcpu;
+static volatile bool migrating;
+static pthread_t vcpu_thread;
+
+/*
+ * A vCPU statistic.  The stats fd is opened before the vCPU runs:
+ * KVM_GET_STATS_FD takes the vCPU mutex, which KVM_RUN holds while the vCPU
+ * blocks; reading the fd does not.
+ */
+static uint64_t vcpu_stat(int fd, const char *name)
+{
+	struct kvm_stats_header header;
+	struct kvm_stats_desc *descs, *desc;
+	uint64_t value = 0;
+	bool found = false;
+
+	read_stats_header(fd, &header);
+	descs = read_stats_descriptors(fd, &header);
+	for (uint32_t i = 0; i < header.num_desc; i++) {
+		desc = get_stats_descriptor(descs, i, &header);
+		if (!strcmp(desc->name, name)) {
+			read_stat_data(fd, &header, desc, &value, 1);
+			found = true;
+			break;
+		}
+	}
+	free(descs);
+	TEST_ASSERT(found, "no vCPU statistic %s", name);
+	return value;
+}
+
+static void *migrate_main(void *arg)
+{
+	long nr_cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	cpu_set_t set;
+	long cpu = 0;
+
+	while (READ_ONCE(migrating)) {
+		CPU_ZERO(&set);
+		CPU_SET(cpu, &set);
+		pthread_setaffinity_np(vcpu_thread, sizeof(set), &set);
+		cpu = (cpu + 1) % nr_cpus;
+		usleep(1000);
+	}
+	return NULL;
+}
+
+static void *vcpu_main(void *arg)
+{
+	struct ucall uc;
+
+	for (;;) {
+		int ret = __vcpu_run(vcpu);
+
+		if (ret && errno == EINTR)
+			return (void *)1L;	/* stopped by the main thread */
+		TEST_ASSERT(!ret, "KVM_RUN: %s", strerror(errno));
+		switch (get_ucall(vcpu, &uc)) {
+		case UCALL_SYNC:
+			TEST_ASSERT_EQ(uc.args[1], STAGE_MASKED_WFI);
+			return (void *)2L;
+		case UCALL_ABORT:
+			REPORT_GUEST_ASSERT(uc);
+			break;
+		default:
+			TEST_FAIL("unexpected ucall %lu", uc.cmd);
+		}
+	}
+}
+
+static void on_sigusr1(int sig)
+{
+}
+
+/*
+ * The guest waits for some interrupts in WFI, where a lost one would block
+ * it for ever: give up after WATCHDOG_S seconds and say so.
+ */
+#define WATCHDOG_S	30
+
+static void join_or_fail(void **stage)
+{
+	struct timespec limit;
+	int ret;
+
+	clock_gettime(CLOCK_REALTIME, &limit);
+	limit.tv_sec += WATCHDOG_S;
+	ret = pthread_timedjoin_np(vcpu_thread, stage, &limit);
+	TEST_ASSERT(!ret, "vCPU did not finish in %d s: a timer interrupt was lost (guest in WFI)",
+		    WATCHDOG_S);
+}
+
+int main(int argc, char *argv[])
+{
+	struct sigaction sa = { .sa_handler = on_sigusr1 };
+	uint64_t exits_before, exits_after;
+	pthread_t migrator;
+	struct kvm_vm *vm;
+	int opt, stats_fd;
+	void *stage;
+
+	while ((opt = getopt(argc, argv, "m")) != -1) {
+		switch (opt) {
+		case 'm':
+			migrating = true;
+			break;
+		default:
+			exit(KSFT_FAIL);
+		}
+	}
+
+	vm = vm_create_with_one_vcpu(&vcpu, guest_code);
+	vm_init_vector_tables(vm);
+	vm_install_interrupt_handler(vm, guest_irq_handler);
+	vcpu_init_vector_tables(vcpu);
+	vcpu_get_reg(vcpu, RISCV_TIMER_REG(frequency), &timer_freq);
+	sync_global_to_guest(vm, timer_freq);
+
+	sigaction(SIGUSR1, &sa, NULL);
+	pthread_create(&vcpu_thread, NULL, vcpu_main, NULL);
+	if (migrating)
+		pthread_create(&migrator, NULL, migrate_main, NULL);
+	join_or_fail(&stage);
+	if (migrating) {
+		WRITE_ONCE(migrating, false);
+		pthread_join(migrator, NULL);
+	}
+	TEST_ASSERT_EQ((long)stage, 2);
+	ksft_print_msg("deadlines, past, clear and legacy checks passed\n");
+
+	/* The guest now waits in WFI with a due, masked timer. */
+	stats_fd = vcpu_get_stats_fd(vcpu);
+	pthread_create(&vcpu_thread, NULL, vcpu_main, NULL);
+	usleep(100000);
+	exits_before = vcpu_stat(stats_fd, "exits");
+	usleep(200000);
+	exits_after = vcpu_stat(stats_fd, "exits");
+	close(stats_fd);
+	pthread_kill(vcpu_thread, SIGUSR1);
+	pthread_join(vcpu_thread, &stage);
+	TEST_ASSERT_EQ((long)stage, 1);
+	ksft_print_msg("masked timer in WFI: %lu exits in 200 ms\n",
+		       exits_after - exits_before);
+	TEST_ASSERT(exits_after - exits_before < 20,
+		    "a masked, due timer ends WFI: %lu exits in 200 ms (spinning)",
+		    exits_after - exits_before);
+
+	kvm_vm_free(vm);
+	return 0;
+}

@@ -1,0 +1,147 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * kvt_timer_onereg - the RISC-V timer's ONE_REG interface
+ *
+ * What a VMM does to save and restore a vCPU (live migration), and the
+ * errors a bad request must get:
+ *
+ *  - frequency: the host's value is accepted, any other is -EINVAL;
+ *  - a register id of the wrong size is -EINVAL, an unknown one -ENOENT;
+ *  - state: a value other than ON/OFF is -EINVAL; OFF with nothing armed
+ *    succeeds (there is nothing to turn off);
+ *  - save/restore of an armed deadline: the guest arms its timer, the VMM
+ *    reads compare and state, disarms, writes compare and then state=ON;
+ *    the interrupt arrives at the saved deadline, not at once, and state
+ *    reads back ON.
+ */
+#include "arch_timer.h"
+#include "kvm_util.h"
+#include "processor.h"
+#include "sbi.h"
+#include "ucall_common.h"
+
+#define SBI_EXT_TIME		0x54494D45
+#define SBI_EXT_TIME_SET_TIMER	0
+#define DELAY_MS		20
+
+static volatile uint64_t irq_count;
+static volatile uint64_t irq_at;
+
+static void guest_irq_handler(struct ex_regs *regs)
+{
+	GUEST_ASSERT_EQ(regs->cause & ~CAUSE_IRQ_FLAG, IRQ_S_TIMER);
+	irq_at = timer_get_cycles();
+	irq_count++;
+	sbi_ecall(SBI_EXT_TIME, SBI_EXT_TIME_SET_TIMER, -1ULL, 0, 0, 0, 0, 0);
+}
+
+static void guest_code(void)
+{
+	uint64_t deadline = timer_get_cycles() + msec_to_cycles(DELAY_MS);
+	uint64_t limit = deadline + msec_to_cycles(10 * DELAY_MS);
+
+	timer_irq_enable();
+	sbi_ecall(SBI_EXT_TIME, SBI_EXT_TIME_SET_TIMER, deadline, 0, 0, 0, 0, 0);
+	GUEST_SYNC(deadline);
+
+	/* The VMM saved and restored the timer meanwhile. */
+	local_irq_enable();
+	while (!READ_ONCE(irq_count))
+		__GUEST_ASSERT(timer_get_cycles() < limit, "restored timer never fired");
+	__GUEST_ASSERT(irq_at >= deadline,
+		       "restored timer fired at %lu, before its deadline %lu",
+		       irq_at, deadline);
+	GUEST_ASSERT_EQ(irq_count, 1);
+	GUEST_DONE();
+}
+
+static uint64_t timer_reg_u32(uint64_t id)
+{
+	return (id & ~KVM_REG_SIZE_MASK) | KVM_REG_SIZE_U32;
+}
+
+static void check_errors(struct kvm_vcpu *vcpu)
+{
+	struct kvm_one_reg reg;
+	uint64_t freq, val;
+	uint32_t val32 = 0;
+	int ret;
+
+	vcpu_get_reg(vcpu, RISCV_TIMER_REG(frequency), &freq);
+	TEST_ASSERT(freq, "timer frequency is 0");
+	TEST_ASSERT_EQ(__vcpu_set_reg(vcpu, RISCV_TIMER_REG(frequency), freq), 0);
+
+	ret = __vcpu_set_reg(vcpu, RISCV_TIMER_REG(frequency), freq + 1);
+	TEST_ASSERT(ret == -1 && errno == EINVAL,
+		    "frequency %lu (host: %lu): ret %d errno %d", freq + 1, freq, ret, errno);
+
+	reg.id = timer_reg_u32(RISCV_TIMER_REG(compare));
+	reg.addr = (uint64_t)&val32;
+	ret = __vcpu_ioctl(vcpu, KVM_GET_ONE_REG, &reg);
+	TEST_ASSERT(ret == -1 && errno == EINVAL, "32-bit compare read: ret %d errno %d",
+		    ret, errno);
+
+	reg.id = RISCV_TIMER_REG(state) + 1;
+	reg.addr = (uint64_t)&val;
+	ret = __vcpu_ioctl(vcpu, KVM_GET_ONE_REG, &reg);
+	TEST_ASSERT(ret == -1 && errno == ENOENT, "register past state: ret %d errno %d",
+		    ret, errno);
+
+	ret = __vcpu_set_reg(vcpu, RISCV_TIMER_REG(state), 2);
+	TEST_ASSERT(ret == -1 && errno == EINVAL, "state 2: ret %d errno %d", ret, errno);
+
+	/* Nothing armed yet: turning the timer off is not an error. */
+	ret = __vcpu_set_reg(vcpu, RISCV_TIMER_REG(state), KVM_RISCV_TIMER_STATE_OFF);
+	TEST_ASSERT(!ret, "state=OFF with nothing armed: errno %d", errno);
+}
+
+int main(void)
+{
+	uint64_t deadline, compare, state;
+	struct kvm_vcpu *vcpu;
+	struct kvm_vm *vm;
+	struct ucall uc;
+
+	vm = vm_create_with_one_vcpu(&vcpu, guest_code);
+	vm_init_vector_tables(vm);
+	vm_install_interrupt_handler(vm, guest_irq_handler);
+	vcpu_init_vector_tables(vcpu);
+	vcpu_get_reg(vcpu, RISCV_TIMER_REG(frequency), &timer_freq);
+	sync_global_to_guest(vm, timer_freq);
+
+	check_errors(vcpu);
+	ksft_print_msg("ONE_REG error checks passed\n");
+
+	vcpu_run(vcpu);
+	TEST_ASSERT_EQ(get_ucall(vcpu, &uc), UCALL_SYNC);
+	deadline = uc.args[1];
+
+	/* Save ... */
+	vcpu_get_reg(vcpu, RISCV_TIMER_REG(compare), &compare);
+	vcpu_get_reg(vcpu, RISCV_TIMER_REG(state), &state);
+	TEST_ASSERT_EQ(compare, deadline);
+	TEST_ASSERT_EQ(state, KVM_RISCV_TIMER_STATE_ON);
+	/* ... then restore, as into a new vCPU: off, compare, state. */
+	vcpu_set_reg(vcpu, RISCV_TIMER_REG(state), KVM_RISCV_TIMER_STATE_OFF);
+	vcpu_set_reg(vcpu, RISCV_TIMER_REG(compare), compare);
+	vcpu_set_reg(vcpu, RISCV_TIMER_REG(state), state);
+	vcpu_get_reg(vcpu, RISCV_TIMER_REG(state), &state);
+	TEST_ASSERT_EQ(state, KVM_RISCV_TIMER_STATE_ON);
+	vcpu_get_reg(vcpu, RISCV_TIMER_REG(compare), &compare);
+	TEST_ASSERT_EQ(compare, deadline);
+
+	vcpu_run(vcpu);
+	switch (get_ucall(vcpu, &uc)) {
+	case UCALL_DONE:
+		break;
+	case UCALL_ABORT:
+		REPORT_GUEST_ASSERT(uc);
+		break;
+	default:
+		TEST_FAIL("unexpected ucall %lu", uc.cmd);
+	}
+	ksft_print_msg("saved deadline restored: interrupt at or after it\n");
+
+	kvm_vm_free(vm);
+	return 0;
+}

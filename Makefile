@@ -17,6 +17,9 @@ KDIR ?= /lib/modules/$(shell uname -r)/build
 ARCH ?= riscv
 CONFIGS ?=
 PYTHON ?= python3
+# rustup's cargo, also when ~/.cargo/bin is not on PATH.
+CARGO ?= $(shell command -v cargo || echo $(HOME)/.cargo/bin/cargo)
+export PATH := $(PATH):$(HOME)/.cargo/bin
 
 .PHONY: modules clean deps host-test check run kernels
 
@@ -39,7 +42,7 @@ kernels: deps
 host-test: SHELL := /bin/bash
 host-test: deps
 	mkdir -p build
-	cd host && cargo test --locked 2>&1 | tee ../build/cargo-test.log; \
+	cd host && $(CARGO) test --locked 2>&1 | tee ../build/cargo-test.log; \
 		exit $${PIPESTATUS[0]}
 	$(PYTHON) -m unittest discover -s scripts -p 'test_*.py' 2>&1 | \
 		tee build/unittest.log; exit $${PIPESTATUS[0]}

@@ -59,4 +59,5 @@ kmake headers_install INSTALL_HDR_PATH="$out/headers" >&2
 ln -sfn "$src" "$out/source"
 echo "build-kernel: $arch kernel built in $((SECONDS - start)) s" >&2
 touch "$out/.kvt-ready"
+KVT_SRC_IN_USE=$src kvt_prune
 echo "$out"

@@ -48,4 +48,7 @@ if [ -n "$ours" ]; then
 fi
 echo "build-selftests: $arch selftests built in $((SECONDS - start)) s" >&2
 touch "$out/.kvt-ready"
+exec 9>"$KVT_CACHE/.lock"
+flock 9
+kvt_prune
 echo "$out"

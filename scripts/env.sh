@@ -62,3 +62,30 @@ kvt_kernel_key() {
 kvt_kernel_dir() {
 	echo "$KVT_CACHE/kernel-$1-$(kvt_kernel_key "$1")"
 }
+
+# Drop cache entries that are no longer useful: unfinished builds, all but
+# the newest two kernels and three selftest builds per architecture, and
+# sources no kept kernel was built from.  Runs under the cache lock.
+kvt_prune() {
+	local arch kind keep d
+	for arch in riscv arm64; do
+		for kind in kernel selftests; do
+			keep=2
+			[ "$kind" = selftests ] && keep=3
+			for d in "$KVT_CACHE/$kind-$arch-"*; do
+				[ -d "$d" ] || continue
+				[ -e "$d/.kvt-ready" ] || [ "$d" = "${KVT_BUILDING:-}" ] || rm -rf "$d"
+			done
+			# shellcheck disable=SC2012
+			ls -dt "$KVT_CACHE/$kind-$arch-"* 2>/dev/null | tail -n +$((keep + 1)) |
+				while read -r d; do rm -rf "$d"; done
+		done
+	done
+	for d in "$KVT_CACHE"/src-*; do
+		[ -d "$d" ] || continue
+		case $d in *.tmp) continue ;; esac
+		if ! readlink "$KVT_CACHE"/kernel-*/source 2>/dev/null | grep -qx "$d"; then
+			[ "$d" = "${KVT_SRC_IN_USE:-}" ] || rm -rf "$d"
+		fi
+	done
+}

@@ -116,7 +116,9 @@ impl Platform for Sim {
     }
     fn irq_raise(&self) {
         self.irq.set(true);
-        self.raises.borrow_mut().push((self.guest(), self.deadline_seen.get()));
+        self.raises
+            .borrow_mut()
+            .push((self.guest(), self.deadline_seen.get()));
     }
     fn irq_clear(&self) {
         self.irq.set(false);
@@ -128,7 +130,10 @@ impl Platform for Sim {
         self.stie.get()
     }
     fn load_csrs(&self, _time_delta: u64, compare: Option<u64>) {
-        assert!(self.loaded.get(), "CSRs written while the vCPU is not loaded");
+        assert!(
+            self.loaded.get(),
+            "CSRs written while the vCPU is not loaded"
+        );
         if let Some(c) = compare {
             self.csr_compare.set(c);
         }
@@ -188,7 +193,11 @@ enum Op {
     WriteCompareCsr(Option<i32>),
     Advance(u32),
     /// Sched out (maybe blocking in WFI), then in, maybe on another CPU.
-    PutLoad { blocking: bool, migrate: bool, sleep: u32 },
+    PutLoad {
+        blocking: bool,
+        migrate: bool,
+        sleep: u32,
+    },
     SetStie(bool),
     /// VMM save/restore of a deadline: compare then state ON.
     RestoreArmed(i32),
@@ -203,8 +212,13 @@ fn op() -> impl Strategy<Value = Op> {
         rel.clone().prop_map(Op::SetTimer),
         rel.prop_map(Op::WriteCompareCsr),
         (0u32..300_000).prop_map(Op::Advance),
-        (any::<bool>(), any::<bool>(), 0u32..300_000)
-            .prop_map(|(blocking, migrate, sleep)| Op::PutLoad { blocking, migrate, sleep }),
+        (any::<bool>(), any::<bool>(), 0u32..300_000).prop_map(|(blocking, migrate, sleep)| {
+            Op::PutLoad {
+                blocking,
+                migrate,
+                sleep,
+            }
+        }),
         any::<bool>().prop_map(Op::SetStie),
         (-2000i32..200_000).prop_map(Op::RestoreArmed),
         Just(Op::StateOff),
@@ -222,14 +236,20 @@ fn check_common(sim: &Sim, t: &VcpuTimer) {
         assert!(t.armed(), "host timer running while disarmed");
     }
     for &(now, d) in sim.raises.borrow().iter() {
-        assert!(d != NEVER && now >= d, "interrupt at {now} before deadline {d}");
+        assert!(
+            d != NEVER && now >= d,
+            "interrupt at {now} before deadline {d}"
+        );
     }
 }
 
 fn run_sbi(hz: u64, ops: &[Op]) {
     let sim = Sim::new(hz);
     let t = VcpuTimer::new(Mode::Sbi, Clock::new(hz).unwrap());
-    let mut r = SbiRef { compare: NEVER, ..Default::default() };
+    let mut r = SbiRef {
+        compare: NEVER,
+        ..Default::default()
+    };
     t.reset(&sim);
     for op in ops {
         match *op {
@@ -243,7 +263,11 @@ fn run_sbi(hz: u64, ops: &[Op]) {
                 sim.advance(&t, c as u64);
                 r.tick(sim.guest());
             }
-            Op::PutLoad { blocking, migrate, sleep } => {
+            Op::PutLoad {
+                blocking,
+                migrate,
+                sleep,
+            } => {
                 sim.blocking.set(blocking);
                 t.put(&sim);
                 sim.loaded.set(false);
@@ -291,7 +315,11 @@ fn run_sbi(hz: u64, ops: &[Op]) {
         check_common(&sim, &t);
         assert_eq!(sim.irq.get(), r.irq, "interrupt line after {op:?}");
         assert_eq!(t.armed(), r.armed.is_some(), "armed after {op:?}");
-        let want = if r.armed.is_some() { STATE_ON } else { STATE_OFF };
+        let want = if r.armed.is_some() {
+            STATE_ON
+        } else {
+            STATE_OFF
+        };
         assert_eq!(t.get_reg(&sim, Reg::State), want);
         assert_eq!(t.pending(&sim), r.irq && sim.stie.get());
     }
@@ -308,7 +336,11 @@ fn run_sstc(hz: u64, ops: &[Op]) {
             Op::SetTimer(rel) => {
                 deadline = at(sim.guest(), rel);
                 t.set_timer(&sim, deadline);
-                assert_eq!(sim.csr_compare.get(), deadline, "SBI deadline not in vstimecmp");
+                assert_eq!(
+                    sim.csr_compare.get(),
+                    deadline,
+                    "SBI deadline not in vstimecmp"
+                );
             }
             Op::WriteCompareCsr(rel) => {
                 deadline = at(sim.guest(), rel);
@@ -316,7 +348,11 @@ fn run_sstc(hz: u64, ops: &[Op]) {
                 t.sync(&sim);
             }
             Op::Advance(c) => sim.advance(&t, c as u64),
-            Op::PutLoad { blocking, migrate, sleep } => {
+            Op::PutLoad {
+                blocking,
+                migrate,
+                sleep,
+            } => {
                 sim.blocking.set(blocking);
                 t.put(&sim);
                 sim.loaded.set(false);
@@ -325,7 +361,10 @@ fn run_sstc(hz: u64, ops: &[Op]) {
                 let wake_at = sim.timer.get();
                 sim.advance(&t, sleep as u64);
                 if blocking && sim.stie.get() && deadline != NEVER && sim.guest() >= deadline {
-                    assert!(sim.kicks.get() > kicks, "blocked vCPU not woken at its deadline");
+                    assert!(
+                        sim.kicks.get() > kicks,
+                        "blocked vCPU not woken at its deadline"
+                    );
                 }
                 if sim.kicks.get() > kicks {
                     let (ns, _) = wake_at.expect("kick without a wake timer");
@@ -374,7 +413,11 @@ fn run_sstc(hz: u64, ops: &[Op]) {
         assert!(!sim.irq.get(), "Sstc: the host never raises VSTIP");
         assert_eq!(t.deadline(), deadline);
         let due = deadline != NEVER && sim.guest() >= deadline;
-        assert_eq!(t.pending(&sim), due && sim.stie.get(), "pending after {op:?}");
+        assert_eq!(
+            t.pending(&sim),
+            due && sim.stie.get(),
+            "pending after {op:?}"
+        );
     }
 }
 
@@ -422,7 +465,10 @@ fn state_on_arms_the_saved_compare_not_one() {
     t.set_reg(&sim, Reg::Compare, d).unwrap();
     sim.deadline_seen.set(d);
     t.set_reg(&sim, Reg::State, STATE_ON).unwrap();
-    assert!(!sim.irq.get(), "fired at once: armed the state value, not the deadline");
+    assert!(
+        !sim.irq.get(),
+        "fired at once: armed the state value, not the deadline"
+    );
     sim.advance(&t, 999);
     assert!(!sim.irq.get());
     sim.advance(&t, 1);
@@ -449,7 +495,10 @@ fn masked_sstc_timer_does_not_wake_a_blocked_vcpu() {
     t.load(&sim);
     t.set_timer(&sim, sim.guest() - 1);
     sim.stie.set(false);
-    assert!(!t.pending(&sim), "masked, due timer ends WFI: the vCPU would spin");
+    assert!(
+        !t.pending(&sim),
+        "masked, due timer ends WFI: the vCPU would spin"
+    );
     sim.blocking.set(true);
     t.put(&sim);
     assert!(sim.timer.get().is_none());

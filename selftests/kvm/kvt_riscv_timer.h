@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * What kvm_vtimer's RISC-V timer selftests share: the SBI TIME calls and a
+ * one-vCPU VM whose guest takes timer interrupts.
+ */
+#ifndef KVT_RISCV_TIMER_H
+#define KVT_RISCV_TIMER_H
+
+#include "arch_timer.h"
+#include "kvm_util.h"
+#include "processor.h"
+#include "sbi.h"
+
+#define SBI_EXT_TIME		0x54494D45
+#define SBI_EXT_TIME_SET_TIMER	0
+#define SBI_EXT_0_1_SET_TIMER	0x0
+
+/* SBI TIME set_timer from the guest. */
+static inline struct sbiret kvt_sbi_set_timer(u64 deadline)
+{
+	return sbi_ecall(SBI_EXT_TIME, SBI_EXT_TIME_SET_TIMER, deadline,
+			 0, 0, 0, 0, 0);
+}
+
+/*
+ * A VM with one vCPU running @guest_code, interrupts handled by @handler,
+ * and the timer frequency in the guest's timer_freq.
+ */
+static inline struct kvm_vm *kvt_timer_vm_create(struct kvm_vcpu **vcpu,
+						 void *guest_code,
+						 exception_handler_fn handler)
+{
+	struct kvm_vm *vm = vm_create_with_one_vcpu(vcpu, guest_code);
+
+	vm_init_vector_tables(vm);
+	vm_install_interrupt_handler(vm, handler);
+	vcpu_init_vector_tables(*vcpu);
+	vcpu_get_reg(*vcpu, RISCV_TIMER_REG(frequency), &timer_freq);
+	sync_global_to_guest(vm, timer_freq);
+	return vm;
+}
+
+#endif

@@ -27,7 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
-PLAN = ROOT / "selftests" / "plan.toml"
+# KVT_PLAN: another plan, for experiments (e.g. a different icount shift).
+PLAN = Path(os.environ.get("KVT_PLAN", ROOT / "selftests" / "plan.toml"))
 BUILD = Path(os.environ.get("KVT_BUILD", ROOT / "build"))
 
 BACKENDS = ("intree", "vtimer")

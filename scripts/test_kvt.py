@@ -222,8 +222,12 @@ class StyleTest(unittest.TestCase):
         cls.tree = kernel_tool_tree()
 
     def checkpatch(self, *args):
+        # UNKNOWN_COMMIT_ID looks commit ids up in the git repository it
+        # runs in: ours is not the kernel's history, so the upstream commit
+        # patch 0005 cites cannot be found here.
         res = subprocess.run(["perl", str(self.tree / "scripts/checkpatch.pl"), "--strict",
-                              "--no-tree", "--terse", "--show-types", *args],
+                              "--no-tree", "--terse", "--show-types",
+                              "--ignore", "UNKNOWN_COMMIT_ID", *args],
                              capture_output=True, text=True)
         return [l for l in res.stdout.splitlines() if ": ERROR:" in l or ": WARNING:" in l
                 or ": CHECK:" in l]

@@ -8,11 +8,10 @@
 //! behaviour is `VcpuTimer`'s, which the host tests run.
 
 use core::ffi::c_void;
-
 use core::mem::offset_of;
+
 use kernel::c_str;
 use kernel::ffi::{c_int, c_ulong};
-
 use kernel::prelude::*;
 
 use crate::bindings;

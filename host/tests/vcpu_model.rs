@@ -161,6 +161,10 @@ struct SbiRef {
     compare: u64,
     armed: Option<u64>,
     irq: bool,
+    /// Interrupts raised so far: one per deadline reached.
+    raises: usize,
+    /// The deadline whose interrupt was raised last, if any.
+    fired: Option<u64>,
 }
 
 impl SbiRef {
@@ -168,11 +172,28 @@ impl SbiRef {
         self.compare = d;
         self.irq = false;
         self.armed = None;
+        self.fired = None;
         if d == NEVER {
         } else if now >= d {
             self.irq = true;
+            self.raises += 1;
+            self.fired = Some(d);
         } else {
             self.armed = Some(d);
+        }
+    }
+    /// ONE_REG compare: moves an armed timer, else only stored.
+    fn write_compare(&mut self, now: u64, d: u64) {
+        if self.armed.is_some() {
+            self.program(now, d);
+        } else {
+            self.compare = d;
+        }
+    }
+    /// ONE_REG state=ON: arms compare unless armed or already raised for it.
+    fn state_on(&mut self, now: u64) {
+        if self.armed.is_none() && self.fired != Some(self.compare) {
+            self.program(now, self.compare);
         }
     }
     fn tick(&mut self, now: u64) {
@@ -180,6 +201,8 @@ impl SbiRef {
             if now >= d {
                 self.armed = None;
                 self.irq = true;
+                self.raises += 1;
+                self.fired = Some(d);
             }
         }
     }
@@ -289,8 +312,9 @@ fn run_sbi(hz: u64, ops: &[Op]) {
                 // Writing compare re-programs an armed timer at once.
                 sim.deadline_seen.set(d);
                 t.set_reg(&sim, Reg::Compare, d).unwrap();
+                r.write_compare(sim.guest(), d);
                 t.set_reg(&sim, Reg::State, STATE_ON).unwrap();
-                r.program(sim.guest(), d);
+                r.state_on(sim.guest());
                 assert_eq!(t.get_reg(&sim, Reg::Compare), d);
             }
             Op::StateOff => {
@@ -310,10 +334,16 @@ fn run_sbi(hz: u64, ops: &[Op]) {
                 t.reset(&sim);
                 r.armed = None;
                 r.compare = NEVER;
+                r.fired = None;
             }
         }
         check_common(&sim, &t);
         assert_eq!(sim.irq.get(), r.irq, "interrupt line after {op:?}");
+        assert_eq!(
+            sim.raises.borrow().len(),
+            r.raises,
+            "interrupts raised after {op:?}"
+        );
         assert_eq!(t.armed(), r.armed.is_some(), "armed after {op:?}");
         let want = if r.armed.is_some() {
             STATE_ON
@@ -504,4 +534,27 @@ fn masked_sstc_timer_does_not_wake_a_blocked_vcpu() {
     assert!(sim.timer.get().is_none());
     sim.stie.set(true);
     assert!(t.pending(&sim));
+}
+
+#[test]
+fn restoring_a_raised_deadline_raises_once_and_reset_forgets_it() {
+    let sim = Sim::new(10_000_000);
+    let t = VcpuTimer::new(Mode::Sbi, Clock::new(10_000_000).unwrap());
+    t.reset(&sim);
+    let d = sim.guest();
+    sim.deadline_seen.set(d);
+    t.set_timer(&sim, d);
+    assert_eq!(sim.raises.borrow().len(), 1);
+    // A VMM restores the same, already raised deadline: nothing new.
+    t.set_reg(&sim, Reg::Compare, d).unwrap();
+    t.set_reg(&sim, Reg::State, STATE_ON).unwrap();
+    assert_eq!(sim.raises.borrow().len(), 1);
+    assert!(sim.irq.get());
+    // After a vCPU reset the same value is a new deadline again.
+    t.reset(&sim);
+    sim.irq.set(false);
+    t.set_reg(&sim, Reg::Compare, d).unwrap();
+    t.set_reg(&sim, Reg::State, STATE_ON).unwrap();
+    assert_eq!(sim.raises.borrow().len(), 2);
+    assert!(sim.irq.get());
 }

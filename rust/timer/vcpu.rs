@@ -137,6 +137,8 @@ pub struct VcpuTimer {
     clock: Clock,
     deadline: AtomicU64,
     armed: AtomicBool,
+    /// The deadline whose interrupt was last raised (SBI), [`NEVER`] if none.
+    fired: AtomicU64,
     timer_cpu: AtomicU32,
 }
 
@@ -148,6 +150,7 @@ impl VcpuTimer {
             clock,
             deadline: AtomicU64::new(NEVER),
             armed: AtomicBool::new(false),
+            fired: AtomicU64::new(NEVER),
             timer_cpu: AtomicU32::new(0),
         }
     }
@@ -225,16 +228,23 @@ impl VcpuTimer {
     fn program<P: Platform>(&self, p: &P, deadline: u64) {
         self.disarm(p);
         p.irq_clear();
+        self.fired.store(NEVER, Ordering::Release);
         self.deadline.store(deadline, Ordering::Release);
         if deadline == NEVER {
             return;
         }
         if self.guest_cycles(p) >= deadline {
             // Already due: pending before the vCPU next enters the guest.
-            p.irq_raise();
+            self.raise(p, deadline);
             return;
         }
         self.arm(p, deadline);
+    }
+
+    /// Raise the interrupt for `deadline` (SBI mode).
+    fn raise<P: Platform>(&self, p: &P, deadline: u64) {
+        self.fired.store(deadline, Ordering::Release);
+        p.irq_raise();
     }
 
     /// The host timer's callback.
@@ -254,7 +264,7 @@ impl VcpuTimer {
         }
         self.armed.store(false, Ordering::Release);
         match self.mode {
-            Mode::Sbi => p.irq_raise(),
+            Mode::Sbi => self.raise(p, deadline),
             Mode::Sstc => p.kick(),
         }
         Expiry::Done
@@ -318,6 +328,7 @@ impl VcpuTimer {
     /// disabled; the host timer is a hard one, so cancelling never sleeps.
     pub fn reset<P: Platform>(&self, p: &P) {
         self.disarm(p);
+        self.fired.store(NEVER, Ordering::Release);
         self.deadline.store(NEVER, Ordering::Release);
     }
 
@@ -370,10 +381,14 @@ impl VcpuTimer {
             }
             Reg::State => match val {
                 // Arm the saved deadline (the in-tree timer armed "1").
+                // Already armed, or its interrupt already raised (a VMM
+                // wrote a past compare to an armed timer): nothing to do,
+                // so the interrupt comes once.
                 STATE_ON => {
-                    match self.mode {
-                        Mode::Sstc => {}
-                        Mode::Sbi => self.program(p, self.deadline()),
+                    let deadline = self.deadline();
+                    let done = self.armed() || self.fired.load(Ordering::Acquire) == deadline;
+                    if self.mode == Mode::Sbi && !done {
+                        self.program(p, deadline);
                     }
                     Ok(())
                 }

@@ -76,8 +76,10 @@ kvt_prune() {
 				[ -d "$d" ] || continue
 				[ -e "$d/.kvt-ready" ] || [ "$d" = "${KVT_BUILDING:-}" ] || rm -rf "$d"
 			done
+			# Newest first; none at all is fine (a fresh cache).
 			# shellcheck disable=SC2012
-			ls -dt "$KVT_CACHE/$kind-$arch-"* 2>/dev/null | tail -n +$((keep + 1)) |
+			{ ls -dt "$KVT_CACHE/$kind-$arch-"* 2>/dev/null || true; } |
+				tail -n +$((keep + 1)) |
 				while read -r d; do rm -rf "$d"; done
 		done
 	done

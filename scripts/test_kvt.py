@@ -267,3 +267,29 @@ class StyleTest(unittest.TestCase):
         res = subprocess.run(["cargo", "fmt", "--check"], cwd=kvt.ROOT / "host",
                              capture_output=True, text=True)
         self.assertEqual(res.returncode, 0, res.stdout[-2000:])
+
+
+class CachePruneTest(unittest.TestCase):
+    """scripts/env.sh's kvt_prune, as the build scripts run it (set -euo
+    pipefail): a fresh, empty cache must not fail it."""
+
+    def prune(self, cache):
+        subprocess.run(["bash", "-c", f'set -euo pipefail; export KVT_CACHE="{cache}"; '
+                        f'. "{kvt.ROOT}/scripts/env.sh"; kvt_prune'], check=True)
+
+    def test_empty_and_populated_cache(self):
+        with tempfile.TemporaryDirectory() as d:
+            cache = Path(d)
+            self.prune(cache)
+            for i in range(3):
+                k = cache / f"kernel-riscv-k{i}"
+                k.mkdir()
+                (k / ".kvt-ready").touch()
+                os.utime(k, (1000 + i, 1000 + i))
+            (cache / "kernel-arm64-unfinished").mkdir()
+            (cache / "src-unused").mkdir()
+            (cache / "src-used").mkdir()
+            (cache / "kernel-riscv-k2" / "source").symlink_to(cache / "src-used")
+            self.prune(cache)
+            self.assertEqual(sorted(p.name for p in cache.iterdir()),
+                             ["kernel-riscv-k1", "kernel-riscv-k2", "src-used"])

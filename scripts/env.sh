@@ -74,7 +74,7 @@ kvt_prune() {
 			[ "$kind" = selftests ] && keep=3
 			for d in "$KVT_CACHE/$kind-$arch-"*; do
 				[ -d "$d" ] || continue
-				[ -e "$d/.kvt-ready" ] || [ "$d" = "${KVT_BUILDING:-}" ] || rm -rf "$d"
+				[ -e "$d/.kvt-ready" ] || rm -rf "$d"
 			done
 			# Newest first; none at all is fine (a fresh cache).
 			# shellcheck disable=SC2012

@@ -242,13 +242,12 @@ class StyleTest(unittest.TestCase):
         self.assertTrue(patches)
         patterns = self.kvm_patterns()
         for p in patches:
-            problems = self.checkpatch(str(p))
-            for line in problems:
+            # Files the patch creates.
+            new = re.findall(r"^--- /dev/null\n\+\+\+ b/(\S+)", p.read_text(), re.M)
+            for line in self.checkpatch(str(p)):
                 if self.MAINTAINERS_Q not in line:
                     self.fail(f"{p.name}: {line}")
                 # Only for new files the KVM entry already covers.
-                added = re.findall(r"^\+\+\+ b/(\S+)", p.read_text(), re.M)
-                new = [f for f in added if f"--- /dev/null\n+++ b/{f}" in p.read_text()]
                 for f in new:
                     self.assertTrue(any(fnmatch.fnmatch(f, pat.rstrip("/") + ("*" if pat.endswith("/") else ""))
                                         for pat in patterns),

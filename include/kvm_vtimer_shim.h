@@ -14,6 +14,40 @@
 int kvt_backend_register(const struct kvm_arch_timer_ops *ops);
 void kvt_backend_unregister(void);
 
+/* Module parameters. */
+u32 kvt_advance_max_ns(void);
+
+/* How a kick reaches a vCPU (for the statistics). */
+enum kvt_kick {
+	KVT_KICK_QUIET,		/* it sees the interrupt at its next entry */
+	KVT_KICK_WOKEN,		/* it was blocked and is woken */
+	KVT_KICK_IPI,		/* it runs on another CPU and is interrupted */
+};
+
+/*
+ * Per-vCPU statistics, as the debugfs file shows them; the Rust side fills
+ * them from its counters (kvt_rust_vcpu_stats).
+ */
+#define KVT_LATE_BUCKETS	16
+
+struct kvt_stats {
+	u64 irqs;
+	u64 early;
+	u64 wakeups;
+	u64 ipis;
+	u64 starts;
+	u64 cancels;
+	u64 migrations;
+	u64 advance_ns;
+	u64 late[KVT_LATE_BUCKETS];
+};
+
+/* Implemented in Rust: @priv is a vCPU's backend_priv. */
+void kvt_rust_vcpu_stats(void *priv, struct kvt_stats *out);
+
+/* The VM's "vtimer" file in its KVM debugfs directory, made once. */
+void kvt_debugfs_add_vm(struct kvm_vcpu *vcpu);
+
 /* hrtimers: absolute, hard (expire in hard interrupt context). */
 void kvt_hrtimer_init(struct hrtimer *timer,
 		      enum hrtimer_restart (*fn)(struct hrtimer *));
@@ -28,6 +62,8 @@ void kvt_preempt_enable(void);
 void *kvt_vcpu_priv(struct kvm_vcpu *vcpu);
 void kvt_vcpu_set_priv(struct kvm_vcpu *vcpu, void *priv);
 bool kvt_vcpu_is_blocking(struct kvm_vcpu *vcpu);
+enum kvt_kick kvt_vcpu_kick(struct kvm_vcpu *vcpu);
+void kvt_cpu_relax(void);
 void kvt_pr_warn_ratelimited(const char *what, u64 value);
 
 /* RISC-V. */
@@ -39,7 +75,8 @@ void kvt_riscv_set_time_delta(struct kvm_vcpu *vcpu, u64 delta);
 void kvt_riscv_write_htimedelta(u64 delta);
 void kvt_riscv_write_vstimecmp(u64 compare);
 u64 kvt_riscv_read_vstimecmp(void);
-int kvt_riscv_timer_irq_raise(struct kvm_vcpu *vcpu);
+enum kvt_kick kvt_riscv_timer_irq_raise(struct kvm_vcpu *vcpu);
+void kvt_riscv_timer_irq_raise_now(struct kvm_vcpu *vcpu);
 int kvt_riscv_timer_irq_clear(struct kvm_vcpu *vcpu);
 bool kvt_riscv_timer_irq_pending(struct kvm_vcpu *vcpu);
 bool kvt_riscv_timer_irq_enabled(struct kvm_vcpu *vcpu);

@@ -100,10 +100,10 @@ impl<T: HasHrTimer<T> + HrTimerCallback> HrTimer<T> {
     }
 
     /// Stop the timer; if its callback is running on another CPU, wait for
-    /// it.  Never sleeps: the timer is a hard one.
-    pub(crate) fn cancel(&self) {
+    /// it.  Never sleeps: the timer is a hard one.  Whether it was active.
+    pub(crate) fn cancel(&self) -> bool {
         // SAFETY: by the type invariant the timer is initialised.
-        unsafe { bindings::hrtimer_cancel(self.raw()) };
+        unsafe { bindings::hrtimer_cancel(self.raw()) != 0 }
     }
 
     /// The C callback: find the `T` and run its handler.

@@ -6,6 +6,16 @@ use core::ffi::c_void;
 use core::ptr::NonNull;
 
 use crate::bindings;
+use crate::timer::stats::Kick;
+
+/// A `enum kvt_kick` from the C helpers.
+pub(crate) fn kick_kind(kind: bindings::kvt_kick) -> Kick {
+    match kind {
+        bindings::kvt_kick_KVT_KICK_WOKEN => Kick::Woken,
+        bindings::kvt_kick_KVT_KICK_IPI => Kick::Ipi,
+        _ => Kick::Quiet,
+    }
+}
 
 /// A vCPU.
 ///
@@ -53,10 +63,10 @@ impl Vcpu {
     }
 
     /// Kick the vCPU: wake it if blocked, make it exit if in the guest.
-    pub(crate) fn kick(self) {
+    pub(crate) fn kick(self) -> Kick {
         // SAFETY: by the type invariant the vCPU is alive; `kvm_vcpu_kick`
         // may be called from any context.
-        unsafe { bindings::kvm_vcpu_kick(self.as_ptr()) }
+        kick_kind(unsafe { bindings::kvt_vcpu_kick(self.as_ptr()) })
     }
 
     /// Whether the vCPU is blocking (in WFI).
@@ -71,6 +81,12 @@ pub(crate) fn this_cpu() -> u32 {
     // SAFETY: no preconditions; a racy answer is fine for the callers, which
     // run with preemption disabled where it matters (load/put).
     unsafe { bindings::kvt_smp_processor_id() }
+}
+
+/// Pause in a busy-wait loop.
+pub(crate) fn relax() {
+    // SAFETY: no preconditions.
+    unsafe { bindings::kvt_cpu_relax() }
 }
 
 /// Monotonic time in ns (`ktime_get_ns`).

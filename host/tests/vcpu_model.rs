@@ -8,7 +8,9 @@
 
 use std::cell::{Cell, RefCell};
 
+use kvm_vtimer_logic::timer::advance::Advance;
 use kvm_vtimer_logic::timer::clock::Clock;
+use kvm_vtimer_logic::timer::stats::Kick;
 use kvm_vtimer_logic::timer::vcpu::{
     Expiry, Mode, Platform, Reg, RegError, VcpuTimer, NEVER, STATE_OFF, STATE_ON,
 };
@@ -86,8 +88,12 @@ impl Sim {
                     self.timer.set(Some((next, self.cpu.get())));
                 }
             }
+            if self.loaded.get() {
+                // A kicked, running vCPU exits and enters again at once.
+                t.pre_enter(self);
+            }
         }
-        self.host_cycles.set(end);
+        self.host_cycles.set(end.max(self.host_cycles.get()));
     }
 }
 
@@ -111,10 +117,14 @@ impl Platform for Sim {
         assert!(expires_ns <= i64::MAX as u64);
         self.timer.set(Some((expires_ns, self.cpu.get())));
     }
-    fn timer_cancel(&self) {
-        self.timer.set(None);
+    fn timer_cancel(&self) -> bool {
+        self.timer.take().is_some()
     }
-    fn irq_raise(&self) {
+    fn irq_raise(&self) -> Kick {
+        self.irq_raise_now();
+        Kick::Quiet
+    }
+    fn irq_raise_now(&self) {
         self.irq.set(true);
         self.raises
             .borrow_mut()
@@ -147,11 +157,15 @@ impl Platform for Sim {
         self.in_atomic.set(false);
         r
     }
-    fn kick(&self) {
+    fn kick(&self) -> Kick {
         self.kicks.set(self.kicks.get() + 1);
+        Kick::Woken
     }
     fn is_blocking(&self) -> bool {
         self.blocking.get()
+    }
+    fn relax(&self) {
+        self.host_cycles.set(self.host_cycles.get() + 1);
     }
 }
 
@@ -266,9 +280,19 @@ fn check_common(sim: &Sim, t: &VcpuTimer) {
     }
 }
 
-fn run_sbi(hz: u64, ops: &[Op]) {
+/// The advance settings the model runs with: off, on from nothing, on from
+/// an overestimate.
+fn advance(which: u8) -> Advance {
+    match which {
+        0 => Advance::off(),
+        1 => Advance::new(0, 50_000),
+        _ => Advance::new(40_000, 50_000),
+    }
+}
+
+fn run_sbi(hz: u64, adv: u8, ops: &[Op]) {
     let sim = Sim::new(hz);
-    let t = VcpuTimer::new(Mode::Sbi, Clock::new(hz).unwrap());
+    let t = VcpuTimer::new(Mode::Sbi, Clock::new(hz).unwrap(), advance(adv));
     let mut r = SbiRef {
         compare: NEVER,
         ..Default::default()
@@ -295,7 +319,6 @@ fn run_sbi(hz: u64, ops: &[Op]) {
                 t.put(&sim);
                 sim.loaded.set(false);
                 sim.advance(&t, sleep as u64);
-                r.tick(sim.guest());
                 if migrate {
                     sim.cpu.set(sim.cpu.get() ^ 1);
                 }
@@ -305,6 +328,9 @@ fn run_sbi(hz: u64, ops: &[Op]) {
                 if let Some((_, cpu)) = sim.timer.get() {
                     assert_eq!(cpu, sim.cpu.get(), "host timer did not follow the vCPU");
                 }
+                // Guest entry: a delivery that came early waits here.
+                t.pre_enter(&sim);
+                r.tick(sim.guest());
             }
             Op::SetStie(on) => sim.stie.set(on),
             Op::RestoreArmed(rel) => {
@@ -355,9 +381,9 @@ fn run_sbi(hz: u64, ops: &[Op]) {
     }
 }
 
-fn run_sstc(hz: u64, ops: &[Op]) {
+fn run_sstc(hz: u64, adv: u8, ops: &[Op]) {
     let sim = Sim::new(hz);
-    let t = VcpuTimer::new(Mode::Sstc, Clock::new(hz).unwrap());
+    let t = VcpuTimer::new(Mode::Sstc, Clock::new(hz).unwrap(), advance(adv));
     t.reset(&sim);
     t.load(&sim);
     let mut deadline = NEVER;
@@ -396,9 +422,10 @@ fn run_sstc(hz: u64, ops: &[Op]) {
                         "blocked vCPU not woken at its deadline"
                     );
                 }
-                if sim.kicks.get() > kicks {
+                let woken = sim.kicks.get() > kicks;
+                if woken {
                     let (ns, _) = wake_at.expect("kick without a wake timer");
-                    assert!(sim.guest() >= deadline && ns <= sim.host_ns());
+                    assert!(ns <= sim.host_ns());
                 }
                 if migrate {
                     sim.cpu.set(sim.cpu.get() ^ 1);
@@ -408,6 +435,13 @@ fn run_sstc(hz: u64, ops: &[Op]) {
                 t.load(&sim);
                 assert_eq!(sim.csr_compare.get(), deadline, "vstimecmp not restored");
                 assert!(sim.timer.get().is_none(), "wake timer left running");
+                t.pre_enter(&sim);
+                if woken {
+                    assert!(
+                        sim.guest() >= deadline,
+                        "woken vCPU entered before its deadline"
+                    );
+                }
             }
             Op::SetStie(on) => sim.stie.set(on),
             Op::RestoreArmed(rel) => {
@@ -457,15 +491,15 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
     #[test]
-    fn sbi_mode_matches_reference(hz in prop::sample::select(&FREQS[..]),
+    fn sbi_mode_matches_reference(hz in prop::sample::select(&FREQS[..]), adv in 0u8..3,
                                   ops in prop::collection::vec(op(), 1..40)) {
-        run_sbi(hz, &ops);
+        run_sbi(hz, adv, &ops);
     }
 
     #[test]
-    fn sstc_mode_matches_reference(hz in prop::sample::select(&FREQS[..]),
+    fn sstc_mode_matches_reference(hz in prop::sample::select(&FREQS[..]), adv in 0u8..3,
                                    ops in prop::collection::vec(op(), 1..40)) {
-        run_sstc(hz, &ops);
+        run_sstc(hz, adv, &ops);
     }
 }
 
@@ -473,7 +507,7 @@ proptest! {
 fn one_reg_errors_and_values() {
     for mode in [Mode::Sbi, Mode::Sstc] {
         let sim = Sim::new(10_000_000);
-        let t = VcpuTimer::new(mode, Clock::new(10_000_000).unwrap());
+        let t = VcpuTimer::new(mode, Clock::new(10_000_000).unwrap(), Advance::off());
         t.reset(&sim);
         assert_eq!(t.get_reg(&sim, Reg::Frequency), 10_000_000);
         assert_eq!(t.set_reg(&sim, Reg::Frequency, 10_000_000), Ok(()));
@@ -489,7 +523,7 @@ fn one_reg_errors_and_values() {
 #[test]
 fn state_on_arms_the_saved_compare_not_one() {
     let sim = Sim::new(10_000_000);
-    let t = VcpuTimer::new(Mode::Sbi, Clock::new(10_000_000).unwrap());
+    let t = VcpuTimer::new(Mode::Sbi, Clock::new(10_000_000).unwrap(), Advance::off());
     t.reset(&sim);
     let d = sim.guest() + 1000;
     t.set_reg(&sim, Reg::Compare, d).unwrap();
@@ -508,7 +542,7 @@ fn state_on_arms_the_saved_compare_not_one() {
 #[test]
 fn far_and_never_deadlines_do_not_start_the_host_timer() {
     let sim = Sim::new(10_000_000);
-    let t = VcpuTimer::new(Mode::Sbi, Clock::new(10_000_000).unwrap());
+    let t = VcpuTimer::new(Mode::Sbi, Clock::new(10_000_000).unwrap(), Advance::off());
     t.reset(&sim);
     for d in [NEVER, NEVER - 1, 1 << 63] {
         t.set_timer(&sim, d);
@@ -520,7 +554,7 @@ fn far_and_never_deadlines_do_not_start_the_host_timer() {
 #[test]
 fn masked_sstc_timer_does_not_wake_a_blocked_vcpu() {
     let sim = Sim::new(10_000_000);
-    let t = VcpuTimer::new(Mode::Sstc, Clock::new(10_000_000).unwrap());
+    let t = VcpuTimer::new(Mode::Sstc, Clock::new(10_000_000).unwrap(), Advance::off());
     t.reset(&sim);
     t.load(&sim);
     t.set_timer(&sim, sim.guest() - 1);
@@ -539,7 +573,7 @@ fn masked_sstc_timer_does_not_wake_a_blocked_vcpu() {
 #[test]
 fn restoring_a_raised_deadline_raises_once_and_reset_forgets_it() {
     let sim = Sim::new(10_000_000);
-    let t = VcpuTimer::new(Mode::Sbi, Clock::new(10_000_000).unwrap());
+    let t = VcpuTimer::new(Mode::Sbi, Clock::new(10_000_000).unwrap(), Advance::off());
     t.reset(&sim);
     let d = sim.guest();
     sim.deadline_seen.set(d);
@@ -557,4 +591,72 @@ fn restoring_a_raised_deadline_raises_once_and_reset_forgets_it() {
     t.set_reg(&sim, Reg::State, STATE_ON).unwrap();
     assert_eq!(sim.raises.borrow().len(), 2);
     assert!(sim.irq.get());
+}
+
+#[test]
+fn advance_delivers_at_the_deadline_and_not_before() {
+    // 10 MHz: 100 ns a tick; a 20 us advance is 200 ticks.
+    let sim = Sim::new(10_000_000);
+    let t = VcpuTimer::new(
+        Mode::Sbi,
+        Clock::new(10_000_000).unwrap(),
+        Advance::new(20_000, 50_000),
+    );
+    t.reset(&sim);
+    let d = sim.guest() + 100_000;
+    sim.deadline_seen.set(d);
+    t.set_timer(&sim, d);
+    let (ns, _) = sim.timer.get().expect("host timer armed");
+    assert_eq!(ns + 20_000, sim.ns_at(d.wrapping_sub(sim.delta.get())));
+
+    // The vCPU blocks: the host timer fires 200 ticks early and wakes it,
+    // but the interrupt is not raised before the deadline.
+    sim.loaded.set(false);
+    sim.blocking.set(true);
+    t.put(&sim);
+    sim.advance(&t, 100_000 - 150);
+    assert!(sim.timer.get().is_none());
+    assert!(!sim.irq.get(), "raised before the deadline");
+    assert!(t.pending(&sim), "an early delivery must end WFI");
+    assert_eq!(t.get_reg(&sim, Reg::State), STATE_ON);
+
+    // Guest entry waits out the last 150 ticks, then raises it.
+    sim.loaded.set(true);
+    sim.blocking.set(false);
+    t.load(&sim);
+    t.pre_enter(&sim);
+    assert!(sim.irq.get());
+    assert_eq!(*sim.raises.borrow(), vec![(d, d)]);
+    let st = t.stats().snapshot();
+    assert_eq!((st.irqs, st.early, st.starts), (1, 0, 1));
+    assert_eq!(st.late[0], 1, "delivered on the deadline's tick");
+    // It had to wait 15 us: the estimate shrinks by half of that.
+    assert_eq!(t.advance().ns(), 20_000 - 7_500);
+}
+
+#[test]
+fn advance_estimate_grows_when_entry_is_late() {
+    let sim = Sim::new(10_000_000);
+    let t = VcpuTimer::new(
+        Mode::Sstc,
+        Clock::new(10_000_000).unwrap(),
+        Advance::new(0, 50_000),
+    );
+    t.reset(&sim);
+    t.load(&sim);
+    let d = sim.guest() + 10_000;
+    t.set_timer(&sim, d);
+    sim.blocking.set(true);
+    t.put(&sim);
+    sim.loaded.set(false);
+    // Woken at the deadline, entered 30 us (300 ticks) later.
+    sim.advance(&t, 10_000 + 300);
+    sim.loaded.set(true);
+    sim.blocking.set(false);
+    t.load(&sim);
+    t.pre_enter(&sim);
+    let st = t.stats().snapshot();
+    assert_eq!((st.irqs, st.wakeups, st.cancels), (1, 1, 0));
+    assert_eq!(st.late[9], 1, "300 ticks late: bucket 256..512");
+    assert_eq!(t.advance().ns(), 15_000);
 }

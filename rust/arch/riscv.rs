@@ -9,6 +9,7 @@
 
 use core::ffi::c_void;
 use core::mem::offset_of;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use kernel::c_str;
 use kernel::ffi::{c_int, c_ulong};
@@ -17,8 +18,14 @@ use kernel::prelude::*;
 use crate::bindings;
 use crate::hrtimer::{HasHrTimer, HrTimer, HrTimerCallback, HrTimerRestart};
 use crate::kvm::{self, Vcpu};
+use crate::timer::advance::Advance;
 use crate::timer::clock::Clock;
+use crate::timer::stats::{Kick, LATE_BUCKETS};
 use crate::timer::vcpu::{Expiry, Mode, Platform, Reg, RegError, VcpuTimer};
+
+/// The timer advance estimate new vCPUs start from: the last one a vCPU
+/// reached, so that a VM's vCPUs need not learn it again from nothing.
+static ADVANCE_SEED: AtomicU64 = AtomicU64::new(0);
 
 /// A vCPU's timer state, owned by KVM's `vcpu->arch.timer.backend_priv`
 /// from `vcpu_init` to `vcpu_deinit`.
@@ -83,14 +90,19 @@ impl Platform for Host<'_> {
         self.0.timer.start(expires_ns)
     }
 
-    fn timer_cancel(&self) {
+    fn timer_cancel(&self) -> bool {
         self.0.timer.cancel()
     }
 
-    fn irq_raise(&self) {
+    fn irq_raise(&self) -> Kick {
         // SAFETY: as in `time_delta`; takes a raw spinlock, fine in hard IRQ.
-        // It cannot fail for IRQ_VS_TIMER.
-        unsafe { bindings::kvt_riscv_timer_irq_raise(self.0.vcpu.as_ptr()) };
+        kvm::kick_kind(unsafe { bindings::kvt_riscv_timer_irq_raise(self.0.vcpu.as_ptr()) })
+    }
+
+    fn irq_raise_now(&self) {
+        // SAFETY: as in `time_delta`; only `pre_enter` calls this, with
+        // interrupts off and this vCPU loaded on this CPU, so `hvip` is its.
+        unsafe { bindings::kvt_riscv_timer_irq_raise_now(self.0.vcpu.as_ptr()) };
     }
 
     fn irq_clear(&self) {
@@ -129,12 +141,16 @@ impl Platform for Host<'_> {
         kvm::without_preemption(f)
     }
 
-    fn kick(&self) {
+    fn kick(&self) -> Kick {
         self.0.vcpu.kick()
     }
 
     fn is_blocking(&self) -> bool {
         self.0.vcpu.is_blocking()
+    }
+
+    fn relax(&self) {
+        kvm::relax()
     }
 }
 
@@ -173,9 +189,12 @@ unsafe extern "C" fn vcpu_init(vcpu: *mut bindings::kvm_vcpu) -> c_int {
     } else {
         Mode::Sbi
     };
+    // SAFETY: no preconditions.
+    let max_ns = u64::from(unsafe { bindings::kvt_advance_max_ns() });
+    let advance = Advance::new(ADVANCE_SEED.load(Ordering::Relaxed), max_ns);
     let init = pin_init!(VcpuState {
         timer <- HrTimer::new(),
-        logic: VcpuTimer::new(mode, clock),
+        logic: VcpuTimer::new(mode, clock, advance),
         vcpu,
     });
     match KBox::pin_init(init, GFP_KERNEL) {
@@ -184,6 +203,9 @@ unsafe extern "C" fn vcpu_init(vcpu: *mut bindings::kvm_vcpu) -> c_int {
             // this pointer until `vcpu_deinit` rebuilds the box to drop it.
             let raw = KBox::into_raw(unsafe { Pin::into_inner_unchecked(state) });
             vcpu.set_private(raw.cast::<c_void>());
+            // SAFETY: KVM passes a vCPU of a VM whose debugfs directory, if
+            // any, exists until the VM is destroyed.
+            unsafe { bindings::kvt_debugfs_add_vm(vcpu.as_ptr()) };
             0
         }
         Err(e) => e.to_errno(),
@@ -201,9 +223,56 @@ unsafe extern "C" fn vcpu_deinit(vcpu: *mut bindings::kvm_vcpu) {
     }
     vcpu.set_private(core::ptr::null_mut());
     // SAFETY: `state` came from `KBox::into_raw` in `vcpu_init` and no other
-    // reference to it remains (KVM runs no other op of this vCPU now).
+    // reference to it remains (KVM runs no other op of this vCPU now, and
+    // the VM's debugfs file, which reads it, is gone before its vCPUs).
     // Dropping it cancels the hrtimer before freeing.
-    drop(unsafe { KBox::from_raw(state) });
+    let state = unsafe { KBox::from_raw(state) };
+    let learnt = state.logic.advance().ns();
+    if learnt != 0 {
+        ADVANCE_SEED.store(learnt, Ordering::Relaxed);
+    }
+    drop(state);
+}
+
+unsafe extern "C" fn vcpu_pre_enter(vcpu: *mut bindings::kvm_vcpu) {
+    with_state(vcpu, (), |s| s.logic.pre_enter(&Host(s)))
+}
+
+/// The statistics of one vCPU, for the debugfs file (shim/riscv.c).
+///
+/// # Safety
+///
+/// `priv_` is the backend state of a live vCPU of ours (its
+/// `backend_priv`), `out` points to a writable `struct kvt_stats`.
+#[no_mangle]
+pub(crate) unsafe extern "C" fn kvt_rust_vcpu_stats(
+    priv_: *mut c_void,
+    out: *mut bindings::kvt_stats,
+) {
+    if priv_.is_null() || out.is_null() {
+        return;
+    }
+    // SAFETY: the caller passes the `VcpuState` of a live vCPU; only a
+    // shared reference is made.
+    let state = unsafe { &*priv_.cast::<VcpuState>() };
+    let st = state.logic.stats().snapshot();
+    let mut late = [0u64; bindings::KVT_LATE_BUCKETS as usize];
+    for (dst, src) in late.iter_mut().zip(st.late.iter().take(LATE_BUCKETS)) {
+        *dst = *src;
+    }
+    let stats = bindings::kvt_stats {
+        irqs: st.irqs,
+        early: st.early,
+        wakeups: st.wakeups,
+        ipis: st.ipis,
+        starts: st.starts,
+        cancels: st.cancels,
+        migrations: st.migrations,
+        advance_ns: state.logic.advance().ns(),
+        late,
+    };
+    // SAFETY: the caller passes a writable `struct kvt_stats`.
+    unsafe { out.write(stats) };
 }
 
 unsafe extern "C" fn vcpu_reset(vcpu: *mut bindings::kvm_vcpu) {
@@ -271,7 +340,7 @@ static OPS: bindings::kvm_arch_timer_ops = bindings::kvm_arch_timer_ops {
     vcpu_load: Some(vcpu_load),
     vcpu_put: Some(vcpu_put),
     vcpu_sync: Some(vcpu_sync),
-    vcpu_pre_enter: None,
+    vcpu_pre_enter: Some(vcpu_pre_enter),
     vcpu_pending: Some(vcpu_pending),
     next_event: Some(next_event),
     get_reg: Some(get_reg),

@@ -5,5 +5,7 @@
 //! The kernel glue (`kvm.rs`, `hrtimer.rs`, `arch/`) calls into this; the
 //! host crate in `host/` builds the same files for `cargo test`.
 
+pub mod advance;
 pub mod clock;
+pub mod stats;
 pub mod vcpu;

@@ -10,6 +10,12 @@
 //! - [`Mode::Sbi`]: the guest asks for its deadline with SBI TIME
 //!   `set_timer`; a host timer raises VSTIP when the deadline is reached.
 //!
+//! Timer advance ([`super::advance`]): the host timer fires early by the
+//! vCPU's estimate of the delivery path; the delivery is then noted for the
+//! next guest entry ([`VcpuTimer::pre_enter`]), which waits out the rest of
+//! the deadline and, in SBI mode, raises VSTIP.  Every delivery that the
+//! host makes is measured at guest entry ([`Stats`]).
+//!
 //! Concurrency: every method but [`VcpuTimer::expired`] runs on the vCPU's
 //! own thread (ioctl, run loop, preempt notifiers); `expired` runs in the
 //! host timer's callback, on any CPU.  The fields the callback reads are
@@ -19,7 +25,13 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+use super::advance::Advance;
 use super::clock::Clock;
+use super::stats::{Kick, Stats};
+
+/// No advance was applied to the armed host timer (or it was cut short by
+/// a near deadline): the delivery says nothing about the path's length.
+const NOT_TUNABLE: u64 = u64::MAX;
 
 /// A deadline that never comes: SBI `set_timer(-1)`, the reset value.
 pub const NEVER: u64 = u64::MAX;
@@ -98,10 +110,14 @@ pub trait Platform {
     /// Start the vCPU's host timer at absolute `expires_ns`, on this CPU.
     fn timer_start(&self, expires_ns: u64);
     /// Stop the host timer; waits for a callback running elsewhere.
-    fn timer_cancel(&self);
+    /// Whether it was started.
+    fn timer_cancel(&self) -> bool;
 
-    /// Make the VS-level timer interrupt pending (and kick the vCPU).
-    fn irq_raise(&self);
+    /// Make the VS-level timer interrupt pending and kick the vCPU.
+    fn irq_raise(&self) -> Kick;
+    /// Make it pending just before guest entry (interrupts off, this vCPU
+    /// loaded here): straight into the hart's `hvip`, no kick.
+    fn irq_raise_now(&self);
     /// Clear the VS-level timer interrupt.
     fn irq_clear(&self);
     /// Whether the VS timer interrupt is pending and enabled by the guest.
@@ -117,9 +133,11 @@ pub trait Platform {
     fn atomic<R>(&self, f: impl FnOnce() -> R) -> R;
 
     /// Wake or kick the vCPU.
-    fn kick(&self);
+    fn kick(&self) -> Kick;
     /// Whether the vCPU is about to block (WFI).
     fn is_blocking(&self) -> bool;
+    /// Pause in a busy-wait loop (`cpu_relax`).
+    fn relax(&self);
 }
 
 /// The timer state of one vCPU.
@@ -131,6 +149,11 @@ pub trait Platform {
 /// - In [`Mode::Sbi`], `armed` means a deadline is programmed and its
 ///   interrupt not yet raised.  In [`Mode::Sstc`], it means the wake timer of
 ///   a blocked vCPU is armed.
+/// - `entry` is [`NEVER`] or the deadline a delivery waits on the next
+///   guest entry for; SBI: its interrupt is raised (`fired`) or, when the
+///   host timer fired early, still `armed`.
+/// - `adv_used` is the advance the armed host timer was started with, or
+///   [`NOT_TUNABLE`].
 #[derive(Debug)]
 pub struct VcpuTimer {
     mode: Mode,
@@ -140,11 +163,15 @@ pub struct VcpuTimer {
     /// The deadline whose interrupt was last raised (SBI), [`NEVER`] if none.
     fired: AtomicU64,
     timer_cpu: AtomicU32,
+    entry: AtomicU64,
+    adv_used: AtomicU64,
+    advance: Advance,
+    stats: Stats,
 }
 
 impl VcpuTimer {
     /// A vCPU timer in `mode`, counting at `clock`, with no deadline.
-    pub fn new(mode: Mode, clock: Clock) -> Self {
+    pub fn new(mode: Mode, clock: Clock, advance: Advance) -> Self {
         Self {
             mode,
             clock,
@@ -152,7 +179,21 @@ impl VcpuTimer {
             armed: AtomicBool::new(false),
             fired: AtomicU64::new(NEVER),
             timer_cpu: AtomicU32::new(0),
+            entry: AtomicU64::new(NEVER),
+            adv_used: AtomicU64::new(NOT_TUNABLE),
+            advance,
+            stats: Stats::new(),
         }
+    }
+
+    /// The statistics.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The timer advance estimate.
+    pub fn advance(&self) -> &Advance {
+        &self.advance
     }
 
     /// The mode.
@@ -191,22 +232,44 @@ impl VcpuTimer {
         }
     }
 
-    /// Arm for `deadline`: the host timer starts unless the deadline lies
-    /// past the end of host time, where it stays armed but idle.
+    /// Arm for `deadline`: the host timer starts, early by the advance
+    /// estimate, unless the deadline lies past the end of host time, where
+    /// it stays armed but idle.
     fn arm<P: Platform>(&self, p: &P, deadline: u64) {
         if deadline == NEVER {
             return;
         }
         self.armed.store(true, Ordering::Release);
         if let Some(ns) = self.expiry_ns(p, deadline) {
+            // Not before now: a near deadline gets less advance, and then
+            // its delivery cannot tune the estimate.
+            let ahead = ns.saturating_sub(p.host_ns());
+            let want = self.advance.ns();
+            let used = if self.advance.enabled() && want <= ahead {
+                want
+            } else {
+                NOT_TUNABLE
+            };
+            self.adv_used.store(used, Ordering::Relaxed);
             self.timer_cpu.store(p.cpu(), Ordering::Relaxed);
-            p.timer_start(ns);
+            self.stats.start();
+            p.timer_start(ns - want.min(ahead));
         }
     }
 
     fn disarm<P: Platform>(&self, p: &P) {
-        p.timer_cancel();
+        if p.timer_cancel() {
+            self.stats.cancel();
+        }
         self.armed.store(false, Ordering::Release);
+    }
+
+    /// The advance the running host timer was started with (0 if none).
+    fn advance_in_use(&self) -> u64 {
+        match self.adv_used.load(Ordering::Relaxed) {
+            NOT_TUNABLE => 0,
+            ns => ns,
+        }
     }
 
     /// SBI TIME `set_timer(deadline)` from the guest.
@@ -229,6 +292,7 @@ impl VcpuTimer {
         self.disarm(p);
         p.irq_clear();
         self.fired.store(NEVER, Ordering::Release);
+        self.entry.store(NEVER, Ordering::Release);
         self.deadline.store(deadline, Ordering::Release);
         if deadline == NEVER {
             return;
@@ -241,10 +305,13 @@ impl VcpuTimer {
         self.arm(p, deadline);
     }
 
-    /// Raise the interrupt for `deadline` (SBI mode).
+    /// Raise the interrupt for `deadline` (SBI mode), and measure it at
+    /// the next guest entry.
     fn raise<P: Platform>(&self, p: &P, deadline: u64) {
         self.fired.store(deadline, Ordering::Release);
-        p.irq_raise();
+        self.entry.store(deadline, Ordering::Release);
+        self.stats.irq(self.guest_cycles(p) < deadline);
+        self.stats.kick(p.irq_raise());
     }
 
     /// The host timer's callback.
@@ -254,31 +321,107 @@ impl VcpuTimer {
             self.armed.store(false, Ordering::Release);
             return Expiry::Done;
         }
-        if self.guest_cycles(p) < deadline {
-            // Early (a clock adjustment, or the counter offset moved back):
-            // still armed, at the deadline's new host time if it has one.
-            return match self.expiry_ns(p, deadline) {
-                Some(ns) => Expiry::Again(ns),
-                None => Expiry::Done,
+        let due = self.guest_cycles(p) >= deadline;
+        if !due {
+            // Early.  By the advance: deliver now, the vCPU waits out the
+            // rest at guest entry.  By more (a clock adjustment, or the
+            // counter offset moved back): still armed, at the deadline's
+            // new host time less the advance, if it has one.
+            let Some(ns) = self.expiry_ns(p, deadline) else {
+                return Expiry::Done;
             };
+            let at = ns.saturating_sub(self.advance_in_use());
+            if p.host_ns() < at {
+                return Expiry::Again(at);
+            }
+            let rest = deadline - self.guest_cycles(p);
+            if self.clock.cycles_to_ns_ceil(rest) > self.advance.max_ns() {
+                // A counter coarser than the advance: no early delivery
+                // could be waited out at entry.
+                return Expiry::Again(ns);
+            }
         }
-        self.armed.store(false, Ordering::Release);
         match self.mode {
-            Mode::Sbi => self.raise(p, deadline),
-            Mode::Sstc => p.kick(),
+            Mode::Sbi if due => {
+                self.armed.store(false, Ordering::Release);
+                self.raise(p, deadline);
+            }
+            Mode::Sbi => {
+                // Still armed (its interrupt is not raised yet), but the
+                // host timer is done: pre_enter raises it.
+                self.entry.store(deadline, Ordering::Release);
+                self.stats.kick(p.kick());
+            }
+            Mode::Sstc => {
+                self.armed.store(false, Ordering::Release);
+                self.entry.store(deadline, Ordering::Release);
+                self.stats.irq(false);
+                self.stats.kick(p.kick());
+            }
         }
         Expiry::Done
     }
 
     /// Whether the timer should wake the (blocked) vCPU.
     pub fn pending<P: Platform>(&self, p: &P) -> bool {
+        let deadline = self.deadline();
+        // Delivered by the host timer, for guest entry.
+        let delivered = deadline != NEVER && self.entry.load(Ordering::Acquire) == deadline;
         match self.mode {
             Mode::Sstc => {
-                let deadline = self.deadline();
                 // A masked timer does not end WFI (it would spin).
-                p.irq_enabled() && deadline != NEVER && self.guest_cycles(p) >= deadline
+                p.irq_enabled()
+                    && deadline != NEVER
+                    && (delivered || self.guest_cycles(p) >= deadline)
             }
-            Mode::Sbi => p.irq_pending(),
+            Mode::Sbi => p.irq_pending() || (delivered && p.irq_enabled()),
+        }
+    }
+
+    /// Just before guest entry, interrupts disabled, the vCPU loaded here.
+    /// A delivery that fired early waits out the rest of its deadline (SBI:
+    /// then raises it); every delivery is measured and tunes the advance.
+    pub fn pre_enter<P: Platform>(&self, p: &P) {
+        if self.entry.load(Ordering::Relaxed) == NEVER {
+            return;
+        }
+        let deadline = self.entry.swap(NEVER, Ordering::AcqRel);
+        if deadline == NEVER || deadline != self.deadline() {
+            return;
+        }
+        let now = self.guest_cycles(p);
+        let (late_ns, waited_ns) = if now >= deadline {
+            (self.clock.cycles_to_ns_ceil(now - deadline), 0)
+        } else {
+            let rest = deadline - now;
+            let waited_ns = self.clock.cycles_to_ns_ceil(rest);
+            if waited_ns > self.advance.max_ns() {
+                // Not an advance (the counter offset moved back since):
+                // arm again for the deadline's new time.
+                if self.mode == Mode::Sbi && self.armed() {
+                    p.timer_cancel();
+                    self.arm(p, deadline);
+                }
+                return;
+            }
+            // Counted on the host counter: a change of the VM's offset
+            // meanwhile cannot stretch the wait.
+            let start = p.host_cycles();
+            while p.host_cycles().wrapping_sub(start) < rest {
+                p.relax();
+            }
+            (0, waited_ns)
+        };
+        if self.mode == Mode::Sbi && self.fired.load(Ordering::Acquire) != deadline {
+            self.armed.store(false, Ordering::Release);
+            self.fired.store(deadline, Ordering::Release);
+            self.stats.irq(self.guest_cycles(p) < deadline);
+            p.irq_raise_now();
+        }
+        self.stats
+            .late(self.guest_cycles(p).saturating_sub(deadline));
+        if self.adv_used.swap(NOT_TUNABLE, Ordering::Relaxed) != NOT_TUNABLE {
+            self.advance.tune(late_ns, waited_ns);
         }
     }
 
@@ -298,11 +441,14 @@ impl VcpuTimer {
                     // Follow the vCPU: expire on the CPU it runs on, so the
                     // interrupt needs no IPI to reach it.  The callback may
                     // have run on the old CPU meanwhile: only a timer still
-                    // armed after the cancel is started again, or the
-                    // interrupt would come twice.
+                    // armed after the cancel, and not already delivered
+                    // for guest entry, is started again, or the interrupt
+                    // would come twice.
                     p.timer_cancel();
-                    if self.armed() {
-                        self.arm(p, self.deadline());
+                    let deadline = self.deadline();
+                    if self.armed() && self.entry.load(Ordering::Acquire) != deadline {
+                        self.stats.migration();
+                        self.arm(p, deadline);
                     }
                 }
             }
@@ -311,8 +457,14 @@ impl VcpuTimer {
 
     /// The vCPU is put (sched-out, or the end of an ioctl).
     pub fn put<P: Platform>(&self, p: &P) {
-        if self.mode == Mode::Sstc && p.is_blocking() && p.irq_enabled() {
-            // vstimecmp is saved by sync() after every exit.
+        if self.mode != Mode::Sstc {
+            return;
+        }
+        // vstimecmp is saved by sync() after every exit.  Stop this hart's
+        // copy: once it passed, a stale deadline would leave VSTIP pending
+        // on a CPU that runs no guest, which then cannot idle in WFI.
+        p.load_csrs(p.time_delta(), Some(NEVER));
+        if p.is_blocking() && p.irq_enabled() {
             self.arm(p, self.deadline());
         }
     }
@@ -328,6 +480,7 @@ impl VcpuTimer {
     /// disabled; the host timer is a hard one, so cancelling never sleeps.
     pub fn reset<P: Platform>(&self, p: &P) {
         self.disarm(p);
+        self.entry.store(NEVER, Ordering::Release);
         self.fired.store(NEVER, Ordering::Release);
         self.deadline.store(NEVER, Ordering::Release);
     }
@@ -396,6 +549,7 @@ impl VcpuTimer {
                 // Sstc the timer is on while a compare value is set.
                 STATE_OFF => {
                     self.disarm(p);
+                    self.entry.store(NEVER, Ordering::Release);
                     if self.mode == Mode::Sstc {
                         self.deadline.store(NEVER, Ordering::Release);
                     }

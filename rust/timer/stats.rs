@@ -1,0 +1,174 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Per-vCPU timer statistics: relaxed atomic counters, no locks, cheap
+//! enough to stay on.  Each counter has one writer at a time in practice
+//! (the vCPU thread, or the vCPU's host timer callback); `fetch_add` keeps
+//! them exact when the two overlap.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Buckets of the lateness histogram: bucket 0 counts deliveries on the
+/// deadline's tick, bucket `i` (1..=14) those `2^(i-1)..2^i` ticks late, the
+/// last one everything later.
+pub const LATE_BUCKETS: usize = 16;
+
+/// The histogram bucket of a delivery `ticks` counter ticks late.
+pub fn late_bucket(ticks: u64) -> usize {
+    let log2 = (u64::BITS - ticks.leading_zeros()) as usize;
+    log2.min(LATE_BUCKETS - 1)
+}
+
+/// How a kick reached the vCPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kick {
+    /// It was blocked (WFI) and is woken.
+    Woken,
+    /// It runs in the guest on another CPU: an IPI makes it exit.
+    Ipi,
+    /// Neither: it will see the interrupt at its next guest entry.
+    Quiet,
+}
+
+/// The counters of one vCPU.
+#[derive(Debug, Default)]
+pub struct Stats {
+    irqs: AtomicU64,
+    early: AtomicU64,
+    wakeups: AtomicU64,
+    ipis: AtomicU64,
+    starts: AtomicU64,
+    cancels: AtomicU64,
+    migrations: AtomicU64,
+    late: [AtomicU64; LATE_BUCKETS],
+}
+
+/// A copy of [`Stats`] at one moment, or a sum of several.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Timer interrupts the backend delivered (SBI mode: VSTIP raised; Sstc:
+    /// a blocked vCPU woken for its deadline).  Sstc interrupts that the
+    /// hart raises while the guest runs never reach the host.
+    pub irqs: u64,
+    /// Deliveries before the deadline (a bug: must stay 0).
+    pub early: u64,
+    /// Kicks that woke a blocked vCPU.
+    pub wakeups: u64,
+    /// Kicks that needed an IPI.
+    pub ipis: u64,
+    /// Host timer starts.
+    pub starts: u64,
+    /// Host timer cancels of a started timer.
+    pub cancels: u64,
+    /// Host timers moved to the vCPU's new CPU.
+    pub migrations: u64,
+    /// Lateness at guest entry, in counter ticks ([`late_bucket`]).
+    pub late: [u64; LATE_BUCKETS],
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Stats {
+    /// All zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub(crate) fn irq(&self, early: bool) {
+        bump(&self.irqs);
+        if early {
+            bump(&self.early);
+        }
+    }
+
+    pub(crate) fn kick(&self, how: Kick) {
+        match how {
+            Kick::Woken => bump(&self.wakeups),
+            Kick::Ipi => bump(&self.ipis),
+            Kick::Quiet => {}
+        }
+    }
+
+    pub(crate) fn start(&self) {
+        bump(&self.starts);
+    }
+
+    pub(crate) fn cancel(&self) {
+        bump(&self.cancels);
+    }
+
+    pub(crate) fn migration(&self) {
+        bump(&self.migrations);
+    }
+
+    pub(crate) fn late(&self, ticks: u64) {
+        bump(&self.late[late_bucket(ticks)]);
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> Snapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Snapshot {
+            irqs: get(&self.irqs),
+            early: get(&self.early),
+            wakeups: get(&self.wakeups),
+            ipis: get(&self.ipis),
+            starts: get(&self.starts),
+            cancels: get(&self.cancels),
+            migrations: get(&self.migrations),
+            late: core::array::from_fn(|i| get(&self.late[i])),
+        }
+    }
+}
+
+impl Snapshot {
+    /// Add `other` into `self` (a VM's total), saturating.
+    pub fn add(&mut self, other: &Snapshot) {
+        self.irqs = self.irqs.saturating_add(other.irqs);
+        self.early = self.early.saturating_add(other.early);
+        self.wakeups = self.wakeups.saturating_add(other.wakeups);
+        self.ipis = self.ipis.saturating_add(other.ipis);
+        self.starts = self.starts.saturating_add(other.starts);
+        self.cancels = self.cancels.saturating_add(other.cancels);
+        self.migrations = self.migrations.saturating_add(other.migrations);
+        for (a, b) in self.late.iter_mut().zip(other.late.iter()) {
+            *a = a.saturating_add(*b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_log2_and_capped() {
+        assert_eq!(late_bucket(0), 0);
+        assert_eq!(late_bucket(1), 1);
+        assert_eq!(late_bucket(2), 2);
+        assert_eq!(late_bucket(3), 2);
+        assert_eq!(late_bucket(4), 3);
+        assert_eq!(late_bucket((1 << 14) - 1), 14);
+        assert_eq!(late_bucket(1 << 14), 15);
+        assert_eq!(late_bucket(u64::MAX), 15);
+    }
+
+    #[test]
+    fn snapshot_sums_saturate() {
+        let s = Stats::new();
+        s.irq(false);
+        s.irq(true);
+        s.late(5);
+        s.kick(Kick::Ipi);
+        let mut total = s.snapshot();
+        assert_eq!((total.irqs, total.early, total.ipis), (2, 1, 1));
+        assert_eq!(total.late[3], 1);
+        let big = Snapshot {
+            irqs: u64::MAX,
+            ..Snapshot::default()
+        };
+        total.add(&big);
+        assert_eq!(total.irqs, u64::MAX);
+    }
+}

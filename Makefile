@@ -10,6 +10,8 @@
 #
 #	make run	boot the emulated RISC-V host, insmod, run arch_timer
 #	make check	host unit tests + the selftest plan on every config
+#	make bench	the timer benchmark, in-tree against ours (build/bench/)
+#	make check-debug, make check-rt	the plan on debug and PREEMPT_RT kernels
 #
 # ARCH selects the module's architecture for the plain module build.
 
@@ -21,7 +23,7 @@ PYTHON ?= python3
 CARGO ?= $(shell command -v cargo || echo $(HOME)/.cargo/bin/cargo)
 export PATH := $(PATH):$(HOME)/.cargo/bin
 
-.PHONY: modules clean deps host-test check run kernels
+.PHONY: modules clean deps host-test check check-debug check-rt run bench kernels
 
 modules:
 	$(MAKE) -C $(KDIR) M=$(CURDIR) ARCH=$(ARCH) LLVM=1 modules
@@ -53,5 +55,23 @@ check: host-test
 	$(PYTHON) scripts/kvt.py suite --cargo-log build/cargo-test.log \
 		--unittest-log build/unittest.log $(CONFIGS)
 
+# The same plan on the debug kernels (KASAN, lockdep, DEBUG_ATOMIC_SLEEP,
+# DEBUG_OBJECTS_TIMERS, KMEMLEAK, UBSAN) and on PREEMPT_RT (configs/*.config,
+# the configs with `variant` in selftests/plan.toml).
+check-debug: deps
+	$(PYTHON) scripts/kvt.py suite --variant debug $(CONFIGS)
+
+check-rt: deps
+	$(PYTHON) scripts/kvt.py suite --variant rt $(CONFIGS)
+
+# Then a short benchmark (one repetition, riscv-sstc) for its summary;
+# exit status 4 is "kvt_bench not built".
 run: deps
 	$(PYTHON) scripts/kvt.py run
+	$(PYTHON) scripts/bench.py --reps 1 --out build/bench-run riscv-sstc || test $$? = 4
+
+# The timer benchmark (Documentation/benchmarks.rst): every config with
+# `bench = true` (CONFIGS= picks some), 5 interleaved repetitions; JSON, plot
+# and table in build/bench/.  BENCH_ARGS adds options, e.g. --publish.
+bench: deps
+	$(PYTHON) scripts/bench.py $(BENCH_ARGS) $(CONFIGS)

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# build-kernel.sh ARCH: build (or reuse) the emulated host's kernel for ARCH
-# (riscv or arm64) from Debian's linux-source-6.12 with patches/linux-6.12
-# applied and configs/ARCH.config on top of allnoconfig.  The result lives in
-# the cache outside the repository, keyed by what went into it; the last line
-# printed is its directory.
+# build-kernel.sh ARCH [VARIANT]: build (or reuse) the emulated host's kernel
+# for ARCH (riscv or arm64) from Debian's linux-source-6.12 with
+# patches/linux-6.12 applied and configs/ARCH.config on top of allnoconfig.
+# A VARIANT (debug, rt) lays configs/VARIANT.config over ARCH.config.  The
+# result lives in the cache outside the repository, keyed by what went into
+# it; the last line printed is its directory.
 set -euo pipefail
-arch=${1:?usage: build-kernel.sh riscv|arm64}
+arch=${1:?usage: build-kernel.sh riscv|arm64 [debug|rt]}
+variant=${2:-}
 . "$(dirname "$0")/env.sh"
 
 mkdir -p "$KVT_CACHE"
@@ -29,16 +31,18 @@ if [ ! -e "$src/.kvt-ready" ]; then
 	mv "$src.tmp" "$src"
 fi
 
-out=$(kvt_kernel_dir "$arch")
+out=$(kvt_kernel_dir "$arch" "$variant")
+name=$arch${variant:+-$variant}
 if [ -e "$out/.kvt-ready" ]; then
-	echo "build-kernel: $arch kernel is cached" >&2
+	echo "build-kernel: $name kernel is cached" >&2
 	echo "$out"
 	exit 0
 fi
 
 rm -rf "$out"
 mkdir -p "$out/build"
-frag=$KVT_ROOT/configs/$arch.config
+frag=$out/fragment.config
+kvt_fragment "$arch" "$variant" > "$frag"
 # shellcheck disable=SC2046
 kmake() { make -s -C "$src" O="$out/build" $(kvt_kmake_args "$arch") "$@"; }
 
@@ -57,7 +61,7 @@ fi
 kmake -j"$KVT_JOBS" Image modules >&2
 kmake headers_install INSTALL_HDR_PATH="$out/headers" >&2
 ln -sfn "$src" "$out/source"
-echo "build-kernel: $arch kernel built in $((SECONDS - start)) s" >&2
+echo "build-kernel: $name kernel built in $((SECONDS - start)) s" >&2
 touch "$out/.kvt-ready"
 KVT_SRC_IN_USE=$src kvt_prune
 echo "$out"

@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# build-selftests.sh ARCH: build the upstream KVM selftests the plan runs,
-# static, for ARCH, from the kernel source the host kernel was built from.
+# build-selftests.sh ARCH [VARIANT]: build the upstream KVM selftests the
+# plan runs, and ours, static, for ARCH, from the kernel source the host
+# kernel (of VARIANT) was built from.
 # Prints the directory holding the binaries.
 set -euo pipefail
-arch=${1:?usage: build-selftests.sh riscv|arm64}
+arch=${1:?usage: build-selftests.sh riscv|arm64 [debug|rt]}
+variant=${2:-}
 . "$(dirname "$0")/env.sh"
 
-kdir=$(kvt_kernel_dir "$arch")
-[ -e "$kdir/.kvt-ready" ] || { echo "build-selftests: build the $arch kernel first" >&2; exit 1; }
+kdir=$(kvt_kernel_dir "$arch" "$variant")
+name=$arch${variant:+-$variant}
+[ -e "$kdir/.kvt-ready" ] || { echo "build-selftests: build the $name kernel first" >&2; exit 1; }
 src=$(readlink -f "$kdir/source")
 key=$({ echo "$kdir"; cat "$0"; find "$KVT_ROOT/selftests/kvm" -type f -print0 |
 	sort -z | xargs -0 cat; } | kvt_sha)
-out=$KVT_CACHE/selftests-$arch-$key
+out=$KVT_CACHE/selftests-$name-$key
 if [ -e "$out/.kvt-ready" ]; then
 	echo "$out"
 	exit 0
@@ -22,7 +25,7 @@ fi
 case $arch in
 riscv)
 	tests="arch_timer get-reg-list steal_time kvm_create_max_vcpus"
-	ours="kvt_sbi_timer kvt_timer_onereg kvt_rmmod" ;;
+	ours="kvt_sbi_timer kvt_timer_onereg kvt_rmmod kvt_bench kvt_fuzz kvt_stress" ;;
 arm64)
 	tests="arch_timer get-reg-list steal_time kvm_create_max_vcpus
 		aarch64/arch_timer_edge_cases aarch64/vgic_irq"

@@ -48,40 +48,62 @@ kvt_src_key() {
 	} | kvt_sha
 }
 
+# The config fragment of a kernel: configs/ARCH.config, and for a VARIANT
+# (debug, rt) configs/VARIANT.config laid over it.  A symbol the variant sets
+# (to a value or "is not set") replaces the base's line for it.
+kvt_fragment() {
+	local arch=$1 variant=${2:-} syms
+	if [ -z "$variant" ]; then
+		cat "$KVT_ROOT/configs/$arch.config"
+		return
+	fi
+	[ -e "$KVT_ROOT/configs/$variant.config" ] ||
+		{ echo "no configs/$variant.config" >&2; return 1; }
+	syms=$(sed -n -e 's/^\(CONFIG_[A-Za-z0-9_]*\)=.*/\1/p' \
+		-e 's/^# \(CONFIG_[A-Za-z0-9_]*\) is not set/\1/p' \
+		"$KVT_ROOT/configs/$variant.config")
+	grep -v -w -F "$syms" "$KVT_ROOT/configs/$arch.config" || true
+	cat "$KVT_ROOT/configs/$variant.config"
+}
+
 # A built kernel: the source key, the config fragment and the toolchain.
+# The plain kernel's key is what it was before variants existed.
 kvt_kernel_key() {
-	local arch=$1
+	local arch=$1 variant=${2:-}
 	{
 		kvt_src_key
-		cat "$KVT_ROOT/configs/$arch.config"
+		kvt_fragment "$arch" "$variant"
 		"$KVT_RUSTC" --version
 		clang --version | head -n 1
 	} | kvt_sha
 }
 
+# kernel-ARCH-KEY, or kernel-ARCH-VARIANT-KEY.
 kvt_kernel_dir() {
-	echo "$KVT_CACHE/kernel-$1-$(kvt_kernel_key "$1")"
+	echo "$KVT_CACHE/kernel-$1${2:+-$2}-$(kvt_kernel_key "$1" "${2:-}")"
 }
 
 # Drop cache entries that are no longer useful: unfinished builds, all but
-# the newest two kernels and three selftest builds per architecture, and
-# sources no kept kernel was built from.  Runs under the cache lock.
+# the newest two kernels and three selftest builds per architecture and
+# variant (the name without its -KEY), and sources no kept kernel was built
+# from.  Runs under the cache lock.
 kvt_prune() {
-	local arch kind keep d
-	for arch in riscv arm64; do
-		for kind in kernel selftests; do
-			keep=2
-			[ "$kind" = selftests ] && keep=3
-			for d in "$KVT_CACHE/$kind-$arch-"*; do
-				[ -d "$d" ] || continue
-				[ -e "$d/.kvt-ready" ] || rm -rf "$d"
-			done
-			# Newest first; none at all is fine (a fresh cache).
-			# shellcheck disable=SC2012
-			{ ls -dt "$KVT_CACHE/$kind-$arch-"* 2>/dev/null || true; } |
-				tail -n +$((keep + 1)) |
-				while read -r d; do rm -rf "$d"; done
+	local kind keep d group
+	for kind in kernel selftests; do
+		keep=2
+		[ "$kind" = selftests ] && keep=3
+		for d in "$KVT_CACHE/$kind-"*; do
+			[ -d "$d" ] || continue
+			[ -e "$d/.kvt-ready" ] || rm -rf "$d"
 		done
+		# Newest first; none at all is fine (a fresh cache).
+		# shellcheck disable=SC2012
+		{ ls -dt "$KVT_CACHE/$kind-"* 2>/dev/null || true; } |
+			while read -r d; do
+				group=${d%-*}
+				echo "$group $d"
+			done | awk -v keep="$keep" '++n[$1] > keep { print $2 }' |
+			while read -r d; do rm -rf "$d"; done
 	done
 	for d in "$KVT_CACHE"/src-*; do
 		[ -d "$d" ] || continue

@@ -14,6 +14,7 @@ failure that passed).  A console that shows a kernel splat fails the boot.
 
 import argparse
 import concurrent.futures
+import fnmatch
 import os
 import re
 import shlex
@@ -42,10 +43,21 @@ QEMU = {
 
 PLAN_DONE = "# init: plan done, powering off"
 RESULT_RE = re.compile(r"^(ok|not ok) (\d+) (\S+) # time=([\d.]+)s ?(.*)$")
-# Kernel lines that fail a boot, whatever the tests said.
+# Kernel lines that fail a boot, whatever the tests said (KASAN, lockdep,
+# DEBUG_ATOMIC_SLEEP and DEBUG_OBJECTS reports start with BUG: or WARNING:;
+# UBSAN and kmemleak have their own).
 SPLAT_RE = re.compile(
     r"Oops|BUG:|WARNING:|Call Trace|Kernel panic|hung_task|blocked for more than"
+    r"|UBSAN:|suspected memory leak|rcu: INFO:|detected stalls"
 )
+# A printk line (printk.time=1).
+KERNEL_LINE_RE = re.compile(r"^\[\s*\d+\.\d+\] ")
+KERNEL_TS_RE = re.compile(r"\[\s*\d+\.\d{6}\] ")
+# Lines of a report after its first: at most this many, up to the next one.
+REPORT_LINES = 80
+PHASE_RE = re.compile(r"^# phase (\S+)$")
+# A line of a call trace: "[<ffffffff8021fd60>] dump_stack_lvl+0x2e/0x8e".
+TRACE_FRAME_RE = re.compile(r"^\[\s*\d+\.\d+\]\s+(\[<[0-9a-f]+>\]|\? )")
 
 
 def log(msg):
@@ -99,7 +111,7 @@ def tests_for(plan, arch, only=None):
 def xfail_reason(plan, config, backend, test):
     for x in plan.get("xfail", []):
         if (
-            x["config"] in (config, "*")
+            fnmatch.fnmatchcase(config, x["config"])
             and x["backend"] in (backend, "*")
             and x["test"] == test
         ):
@@ -146,13 +158,19 @@ class Cpio:
         return bytes(self.data)
 
 
-def plan_steps(tests, kvm_module):
+def plan_steps(tests, kvm_module, kmemleak=False, backends=BACKENDS):
     """The steps of one boot, as (test id or None, /plan line): the suite
-    once per backend, kvm_vtimer loaded for the second."""
+    once per backend, kvm_vtimer loaded for the second.  With KMEMLEAK,
+    what kmemleak knows at the start is cleared and each phase ends with a
+    scan that must find nothing (BACKEND.kmemleak).  BACKENDS may leave
+    a phase out (a config's `backends`)."""
     steps = []
     if kvm_module:
         steps.append(("host.insmod_kvm", "insmod 60 host.insmod_kvm /lib/modules/kvm.ko"))
-    for backend in BACKENDS:
+    if kmemleak:
+        steps.append((None, "write /sys/kernel/debug/kmemleak scan"))
+        steps.append((None, "write /sys/kernel/debug/kmemleak clear"))
+    for backend in backends:
         steps.append((None, f"phase {backend}"))
         if backend == "vtimer":
             steps.append(("vtimer.insmod",
@@ -162,6 +180,8 @@ def plan_steps(tests, kvm_module):
             steps.append((tid, f"run {t['timeout']} {tid} /bin/{' '.join(t['argv'])}"))
         if backend == "vtimer":
             steps.append(("vtimer.rmmod", "rmmod 60 vtimer.rmmod kvm_vtimer"))
+        if kmemleak:
+            steps.append((f"{backend}.kmemleak", f"kmemleak 300 {backend}.kmemleak"))
     return steps
 
 
@@ -194,11 +214,13 @@ def build_init(arch):
     return out
 
 
-def prepare(arch, tests):
-    """Build kernel, module, selftests and init for ARCH."""
-    kdir = Path(sh(SCRIPTS / "build-kernel.sh", arch))
-    ko = sh(SCRIPTS / "build-module.sh", arch)
-    selftests = sh(SCRIPTS / "build-selftests.sh", arch)
+def prepare(arch, tests, variant=None):
+    """Build kernel, module, selftests and init for ARCH, with the kernel
+    VARIANT (configs/VARIANT.config over configs/ARCH.config) if given."""
+    v = [variant] if variant else []
+    kdir = Path(sh(SCRIPTS / "build-kernel.sh", arch, *v))
+    ko = sh(SCRIPTS / "build-module.sh", arch, *v)
+    selftests = sh(SCRIPTS / "build-selftests.sh", arch, *v)
     init = build_init(arch)
     modules = {"kvm_vtimer.ko": ko}
     kvm_ko = kdir / "build" / "arch" / "riscv" / "kvm" / "kvm.ko"
@@ -230,14 +252,23 @@ def why_failed(lines):
     return lines[-1].strip() if lines else ""
 
 
-def boot(plan, name, prepared, tests, echo=False):
+def boot(plan, name, prepared, tests, echo=False, steps=None, outdir=None):
+    """Boot config NAME and run its plan: plan_steps(TESTS), or STEPS as
+    (test id or None, /plan line) when given (TESTS then only says which
+    binaries to pack and the timeouts).  Outputs go to OUTDIR, by default
+    build/runs/NAME."""
     cfg = plan["config"][name]
     arch = cfg["arch"]
     image, init, selftests, modules = prepared
-    outdir = BUILD / "runs" / name
+    outdir = Path(outdir) if outdir else BUILD / "runs" / name
     outdir.mkdir(parents=True, exist_ok=True)
     initrd = outdir / "initramfs.cpio"
-    steps = plan_steps(tests, "kvm.ko" in modules)
+    if steps is None:
+        # A slow (debug) kernel: every test gets `timeout_scale` times its time.
+        scale = cfg.get("timeout_scale", 1)
+        tests = [dict(t, timeout=int(t["timeout"] * scale)) for t in tests]
+        steps = plan_steps(tests, "kvm.ko" in modules, cfg.get("kmemleak", False),
+                           cfg.get("backends", BACKENDS))
     plan_text = "".join(line + "\n" for _, line in steps)
     (outdir / "plan").write_text(plan_text)
     build_initramfs(initrd, arch, plan_text, init, selftests, tests, modules)
@@ -282,9 +313,10 @@ def boot(plan, name, prepared, tests, echo=False):
         time.sleep(0.5)
     wall = time.monotonic() - start
     qemu_out = proc.stdout.read().decode(errors="replace").strip()
+    proc.stdout.close()
     if qemu_out:
         (outdir / "qemu.out").write_text(qemu_out + "\n")
-    console = logf.read_text(errors="replace").splitlines()
+    console = mend_console(logf.read_text(errors="replace").splitlines())
     if timed_out:
         why = f"QEMU timed out after {limit}s"
     else:
@@ -294,6 +326,28 @@ def boot(plan, name, prepared, tests, echo=False):
     for tid, lines in split_output(console).items():
         (outdir / f"{tid}.log").write_text("".join(l + "\n" for l in lines))
     return b
+
+
+def mend_console(console):
+    """Lines of ours cut by a kernel message.  The kernel prints to the
+    serial console outside our write()s (on PREEMPT_RT from a printing
+    thread, late), so "ok 26 x # time=7[ 12.3] msg" + "8.3s" happens: the
+    kernel message goes on a line of its own, before ours made whole."""
+    out, pending = [], None
+    for raw in console:
+        if pending is not None and not KERNEL_LINE_RE.match(raw):
+            out.append(pending + raw)
+            pending = None
+            continue
+        m = KERNEL_TS_RE.search(raw)
+        if m and m.start() > 0 and pending is None:
+            out.append(raw[m.start():])
+            pending = raw[:m.start()]
+            continue
+        out.append(raw)
+    if pending is not None:
+        out.append(pending)
+    return out
 
 
 def split_output(console):
@@ -337,17 +391,86 @@ def classify(plan, name, expected, console, wall, why_incomplete):
             note = f"{note} ({reason})".strip()
         results.append(Result(name, tid, status, secs, note))
 
-    splats = [l for l in console if not l.startswith("    ") and SPLAT_RE.search(l)]
+    splats, known = [], {}
+    for phase, block in kernel_reports(console):
+        k = known_report(plan, name, phase, block)
+        if k is None:
+            splats.append(block[0])
+        else:
+            known.setdefault((phase, k["id"]), (k, []))[1].append(block)
+    # A known report is an expected failure of its phase, with its evidence.
+    for (phase, kid), (k, blocks) in known.items():
+        lines = [blocks[0][0].strip()]
+        lines += [l.strip() for l in blocks[0][1:] if re.search(k["match"], l)][:1]
+        results.append(Result(name, f"{phase}.report.{kid}", "xfail", 0.0,
+                              f"{len(blocks)} reports, first: {' | '.join(lines)}"
+                              f" ({k['reason']})"))
     if PLAN_DONE not in console:
         results.append(Result(name, "console", "fail", wall,
                               f"the plan did not finish: {why_incomplete}"))
     elif splats:
         results.append(Result(name, "console", "fail", wall,
-                              f"kernel splat: {splats[0].strip()}"))
+                              f"kernel splat: {splats[0].strip()}"
+                              + (f" (and {len(splats) - 1} more)" if len(splats) > 1 else "")))
     else:
         results.append(Result(name, "console", "pass", wall,
-                              "plan finished; no Oops/BUG/WARNING/Call Trace/panic"))
+                              "plan finished; no Oops/BUG/WARNING/Call Trace/panic"
+                              + (" other than the known reports" if known else "")))
     return results
+
+
+def kernel_reports(console):
+    """The kernel's reports on a console, as (phase, lines): a line
+    SPLAT_RE matches, and the kernel lines after it up to the next such line
+    or the end of its call trace (at most REPORT_LINES), so that a report is
+    known by its whole text (a call trace names the function).  A `Call Trace` right after a report is
+    part of it.  The phase is the backend whose `# phase` line came last
+    ("host" before the first)."""
+    reports, phase, current, in_trace = [], "host", None, False
+    for raw in console:
+        m = PHASE_RE.match(raw)
+        if m:
+            phase = m.group(1)
+            continue
+        if raw.startswith("    "):
+            continue
+        head = SPLAT_RE.search(raw)
+        # A report ends with its call trace: the first line after the trace
+        # that is not a frame is not part of it.
+        if current and in_trace and not TRACE_FRAME_RE.search(raw):
+            current = None
+        if current and len(current[1]) <= REPORT_LINES and (
+                not head or "Call Trace" in raw) and KERNEL_LINE_RE.match(raw):
+            current[1].append(raw)
+            in_trace = in_trace or "Call Trace" in raw
+            continue
+        if head:
+            current = (phase, [raw])
+            in_trace = "Call Trace" in raw
+            reports.append(current)
+    return reports
+
+
+def known_report(plan, name, phase, block):
+    """The plan's [[known_report]] that BLOCK (one kernel report, in PHASE)
+    is, or None: its `header` regex finds the report's first line, its
+    `match` regex a line of the report (the call trace), its `exclude`
+    regex (if any) no line, the config's variant is one of its `variants`
+    and the phase one of its `backends` ("*" for any; a report before the
+    first phase is "host")."""
+    variant = plan["config"].get(name, {}).get("variant", "")
+    for k in plan.get("known_report", []):
+        if variant not in k.get("variants", [variant]) and "*" not in k.get("variants", []):
+            continue
+        backends = k.get("backends", ["*"])
+        if phase not in backends and "*" not in backends:
+            continue
+        if k.get("exclude") and any(re.search(k["exclude"], l) for l in block):
+            continue
+        if re.search(k["header"], block[0]) and any(re.search(k["match"], l)
+                                                     for l in block[1:]):
+            return k
+    return None
 
 
 # ---------------------------------------------------------------- commands
@@ -394,29 +517,41 @@ def host_counts(cargo_log=None, unittest_log=None):
 
 def cmd_suite(args):
     plan = load_plan()
-    names = args.configs or list(plan["config"])
+    names = args.configs or configs_of_variant(plan, args.variant)
     for n in names:
         if n not in plan["config"]:
             raise SystemExit(f"kvt: unknown config {n} (have: {', '.join(plan['config'])})")
     # Build serially (one kernel build at a time), boot in parallel: icount
-    # QEMU is single-threaded, so two boots use the two cores.
+    # QEMU is single-threaded, so two boots use the two cores.  A kernel is
+    # an (arch, variant) pair.
     prepared = {}
-    for arch in dict.fromkeys(plan["config"][n]["arch"] for n in names):
-        prepared[arch] = prepare(arch, tests_for(plan, arch))
+    for key in dict.fromkeys(kernel_of(plan, n) for n in names):
+        prepared[key] = prepare(key[0], tests_for(plan, key[0]), key[1])
     boots = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futs = {}
         for n in names:
             arch = plan["config"][n]["arch"]
             log(f"kvt: booting {n}")
-            futs[pool.submit(boot, plan, n, prepared[arch], tests_for(plan, arch),
-                             args.verbose)] = n
+            futs[pool.submit(boot, plan, n, prepared[kernel_of(plan, n)],
+                             tests_for(plan, arch), args.verbose)] = n
         for fut in concurrent.futures.as_completed(futs):
             b = fut.result()
             boots[b.config] = b
             log(f"kvt: {b.config} done in {b.wall:.0f}s")
     counts = report([boots[n] for n in names], host_counts(args.cargo_log, args.unittest_log))
     return 1 if counts["fail"] else 0
+
+
+def kernel_of(plan, name):
+    """The kernel config NAME boots: (arch, variant or None)."""
+    cfg = plan["config"][name]
+    return cfg["arch"], cfg.get("variant")
+
+
+def configs_of_variant(plan, variant=None):
+    """The configs whose kernel is VARIANT (None: the plain kernels)."""
+    return [n for n, c in plan["config"].items() if c.get("variant") == variant]
 
 
 def cmd_run(args):
@@ -452,6 +587,8 @@ def main():
     s.add_argument("-v", "--verbose", action="store_true", help="echo results as they come")
     s.add_argument("--cargo-log", help="a saved `cargo test` output to count in")
     s.add_argument("--unittest-log", help="a saved Python unittest output to count in")
+    s.add_argument("--variant", help="with no CONFIG: the configs of this kernel variant"
+                   " (debug, rt; default: the plain kernels)")
     s.set_defaults(func=cmd_suite)
     r = sub.add_parser("run", help="make run")
     r.set_defaults(func=cmd_run)

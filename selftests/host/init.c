@@ -11,6 +11,9 @@
  *   insmod TIMEOUT ID PATH [PARAMS]  load a module, one KTAP result
  *   rmmod TIMEOUT ID NAME            unload a module, one KTAP result
  *   cat PATH                         copy a file to the console
+ *   write PATH STRING                write STRING to a file (debugfs, sysfs)
+ *   kmemleak TIMEOUT ID              scan for leaks, one KTAP result: ok if
+ *                                    kmemleak lists nothing, then clear it
  *
  * Everything a step prints is indented by four spaces, so the unindented
  * "ok N ID" / "not ok N ID # ..." lines are ours alone.  A step that runs
@@ -243,6 +246,74 @@ static void step_cat(const char *path)
 	fclose(f);
 }
 
+static int write_file(const char *path, const char *str)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	n = write(fd, str, strlen(str));
+	close(fd);
+	if (n < 0)
+		return -errno;
+	return 0;
+}
+
+static void step_write(const char *path, const char *str)
+{
+	int ret = write_file(path, str);
+
+	if (ret)
+		out("# init: write %s to %s: %s", str, path, strerror(-ret));
+}
+
+#define KMEMLEAK		"/sys/kernel/debug/kmemleak"
+/* kmemleak reports no object younger than 5 s (MSECS_MIN_AGE). */
+#define KMEMLEAK_MIN_AGE_S	6
+
+/*
+ * Let the last objects age, scan twice (kmemleak reports an unreferenced
+ * object only once its contents did not change between two scans), list
+ * what it reports and clear the list for the next phase.  Passes when the
+ * list is empty.
+ */
+static void step_kmemleak(int timeout, const char *id)
+{
+	char buf[LINE_MAX_LEN];
+	double start = now();
+	int leaks = 0, ret;
+	FILE *f;
+
+	sleep(KMEMLEAK_MIN_AGE_S);
+	for (int i = 0; i < 2; i++) {
+		ret = write_file(KMEMLEAK, "scan");
+		if (ret) {
+			result(0, id, now() - start, "scan: %s", strerror(-ret));
+			return;
+		}
+	}
+	f = fopen(KMEMLEAK, "re");
+	if (!f) {
+		result(0, id, now() - start, "open " KMEMLEAK ": %s", strerror(errno));
+		return;
+	}
+	while (fgets(buf, sizeof(buf), f)) {
+		buf[strcspn(buf, "\n")] = '\0';
+		out("    %s", buf);
+		if (strstr(buf, "unreferenced object"))
+			leaks++;
+	}
+	fclose(f);
+	write_file(KMEMLEAK, "clear");
+	if (now() - start > timeout)
+		result(0, id, now() - start, "TIMEOUT %ds", timeout);
+	else if (leaks)
+		result(0, id, now() - start, "%d unreferenced objects", leaks);
+	else
+		result(1, id, now() - start, NULL);
+}
+
 static int split(char *line, char **argv)
 {
 	int argc = 0;
@@ -262,7 +333,7 @@ static int count_tests(FILE *plan)
 
 	while (fgets(line, sizeof(line), plan))
 		if (!strncmp(line, "run ", 4) || !strncmp(line, "insmod ", 7) ||
-		    !strncmp(line, "rmmod ", 6))
+		    !strncmp(line, "rmmod ", 6) || !strncmp(line, "kmemleak ", 9))
 			n++;
 	rewind(plan);
 	return n;
@@ -302,6 +373,10 @@ int main(int main_argc, char **main_argv)
 			out("# phase %s", argv[1]);
 		else if (!strcmp(argv[0], "cat") && argc == 2)
 			step_cat(argv[1]);
+		else if (!strcmp(argv[0], "write") && argc == 3)
+			step_write(argv[1], argv[2]);
+		else if (!strcmp(argv[0], "kmemleak") && argc == 3)
+			step_kmemleak(atoi(argv[1]), argv[2]);
 		else if (!strcmp(argv[0], "run") && argc >= 4)
 			step_run(atoi(argv[1]), argv[2], &argv[3]);
 		else if (!strcmp(argv[0], "insmod") && argc >= 4)

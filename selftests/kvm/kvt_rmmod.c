@@ -17,32 +17,12 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "kvm_util.h"
-#include "processor.h"
-#include "ucall_common.h"
-
-#define MODULE_NAME	"kvm_vtimer"
-#define REFCNT		"/sys/module/" MODULE_NAME "/refcnt"
+#include "kvt_riscv_timer.h"
 
 static void guest_code(void)
 {
 	GUEST_SYNC(1);
 	GUEST_DONE();
-}
-
-static long module_refcnt(void)
-{
-	char buf[32] = "";
-	long n;
-	int fd;
-
-	fd = open(REFCNT, O_RDONLY);
-	if (fd < 0)
-		return -1;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	TEST_ASSERT(n > 0, "read " REFCNT);
-	return strtol(buf, NULL, 10);
 }
 
 static void run_vm_to_done(struct kvm_vcpu *vcpu)
@@ -63,25 +43,25 @@ int main(int argc, char *argv[])
 	int fd, ret;
 
 	TEST_REQUIRE(argc == 2);
-	__TEST_REQUIRE(module_refcnt() >= 0, MODULE_NAME " is not loaded");
-	before = module_refcnt();
+	__TEST_REQUIRE(kvt_module_refcnt() >= 0, KVT_MODULE_NAME " is not loaded");
+	before = kvt_module_refcnt();
 
 	vm = vm_create_with_one_vcpu(&vcpu, guest_code);
-	with_vm = module_refcnt();
+	with_vm = kvt_module_refcnt();
 	TEST_ASSERT_EQ(with_vm, before + 1);
 
-	ret = syscall(SYS_delete_module, MODULE_NAME, O_NONBLOCK);
+	ret = syscall(SYS_delete_module, KVT_MODULE_NAME, O_NONBLOCK);
 	TEST_ASSERT(ret == -1 && (errno == EWOULDBLOCK || errno == EBUSY),
 		    "unloading the module under a VM: ret %d errno %d", ret, errno);
 	ksft_print_msg("unload refused while a VM exists: %s\n", strerror(errno));
-	TEST_ASSERT_EQ(module_refcnt(), with_vm);
+	TEST_ASSERT_EQ(kvt_module_refcnt(), with_vm);
 	run_vm_to_done(vcpu);
 
 	kvm_vm_free(vm);
-	TEST_ASSERT_EQ(module_refcnt(), before);
-	ret = syscall(SYS_delete_module, MODULE_NAME, O_NONBLOCK);
+	TEST_ASSERT_EQ(kvt_module_refcnt(), before);
+	ret = syscall(SYS_delete_module, KVT_MODULE_NAME, O_NONBLOCK);
 	TEST_ASSERT(!ret, "unloading the module with no VM: errno %d", errno);
-	TEST_ASSERT_EQ(module_refcnt(), -1);
+	TEST_ASSERT_EQ(kvt_module_refcnt(), -1);
 
 	/* No backend: the built-in timer serves the next VM. */
 	vm = vm_create_with_one_vcpu(&vcpu, guest_code);
@@ -93,7 +73,7 @@ int main(int argc, char *argv[])
 	ret = syscall(SYS_finit_module, fd, "", 0);
 	TEST_ASSERT(!ret, "reloading %s: errno %d", argv[1], errno);
 	close(fd);
-	TEST_ASSERT_EQ(module_refcnt(), 0);
+	TEST_ASSERT_EQ(kvt_module_refcnt(), 0);
 	ksft_print_msg("unloaded with no VM, reloaded\n");
 	return 0;
 }

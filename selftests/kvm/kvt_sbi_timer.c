@@ -71,8 +71,15 @@ static void wait_irq(u64 n, bool wfi, u64 deadline)
 	u64 limit = deadline + usec_to_cycles(SLACK_US);
 
 	while (READ_ONCE(irq_count) < n) {
-		if (wfi)
+		/*
+		 * Interrupts off from the check to WFI: one taken in between
+		 * would leave WFI waiting for nothing.  WFI still ends on a
+		 * pending, sie-enabled interrupt.
+		 */
+		local_irq_disable();
+		if (wfi && READ_ONCE(irq_count) < n)
 			guest_wfi();
+		local_irq_enable();
 		__GUEST_ASSERT(timer_get_cycles() < limit,
 			       "interrupt %lu not delivered %u us after its deadline",
 			       n, SLACK_US);
@@ -116,9 +123,16 @@ static void guest_past_and_clear(void)
 	local_irq_enable();
 	GUEST_ASSERT_EQ(READ_ONCE(irq_count), base + 1);
 
-	/* ... and cancels a programmed one. */
+	/*
+	 * ... and cancels a programmed one.  Interrupts off between the two
+	 * calls: on a slow host the first deadline may pass before the
+	 * second call, and set_timer(-1) must then clear it.
+	 */
+	local_irq_disable();
 	sbi_set_timer(timer_get_cycles() + usec_to_cycles(PERIOD_US));
 	sbi_set_timer(-1ULL);
+	GUEST_ASSERT(!stip_pending());
+	local_irq_enable();
 	udelay(3 * PERIOD_US);
 	GUEST_ASSERT_EQ(READ_ONCE(irq_count), base + 1);
 
@@ -154,49 +168,6 @@ static void guest_code(void)
 static struct kvm_vcpu *vcpu;
 static bool migrating;
 static pthread_t vcpu_thread;
-
-/*
- * A vCPU statistic.  The stats fd is opened before the vCPU runs:
- * KVM_GET_STATS_FD takes the vCPU mutex, which KVM_RUN holds while the vCPU
- * blocks; reading the fd does not.
- */
-static u64 vcpu_stat(int fd, const char *name)
-{
-	struct kvm_stats_header header;
-	struct kvm_stats_desc *descs, *desc;
-	u64 value = 0;
-	bool found = false;
-
-	read_stats_header(fd, &header);
-	descs = read_stats_descriptors(fd, &header);
-	for (u32 i = 0; i < header.num_desc; i++) {
-		desc = get_stats_descriptor(descs, i, &header);
-		if (!strcmp(desc->name, name)) {
-			read_stat_data(fd, &header, desc, &value, 1);
-			found = true;
-			break;
-		}
-	}
-	free(descs);
-	TEST_ASSERT(found, "no vCPU statistic %s", name);
-	return value;
-}
-
-static void *migrate_main(void *arg)
-{
-	long nr_cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	cpu_set_t set;
-	long cpu = 0;
-
-	while (READ_ONCE(migrating)) {
-		CPU_ZERO(&set);
-		CPU_SET(cpu, &set);
-		pthread_setaffinity_np(vcpu_thread, sizeof(set), &set);
-		cpu = (cpu + 1) % nr_cpus;
-		usleep(1000);
-	}
-	return NULL;
-}
 
 static void *vcpu_main(void *arg)
 {
@@ -247,7 +218,7 @@ int main(int argc, char *argv[])
 {
 	struct sigaction sa = { .sa_handler = on_sigusr1 };
 	u64 exits_before, exits_after;
-	pthread_t migrator;
+	struct kvt_migrator migrator;
 	struct kvm_vm *vm;
 	int opt, stats_fd;
 	void *stage;
@@ -267,12 +238,10 @@ int main(int argc, char *argv[])
 	sigaction(SIGUSR1, &sa, NULL);
 	pthread_create(&vcpu_thread, NULL, vcpu_main, NULL);
 	if (migrating)
-		pthread_create(&migrator, NULL, migrate_main, NULL);
+		kvt_migrator_start(&migrator, vcpu_thread);
 	join_or_fail(&stage);
-	if (migrating) {
-		WRITE_ONCE(migrating, false);
-		pthread_join(migrator, NULL);
-	}
+	if (migrating)
+		kvt_migrator_stop(&migrator);
 	TEST_ASSERT_EQ((long)stage, 2);
 	ksft_print_msg("deadlines, past, clear and legacy checks passed\n");
 
@@ -280,9 +249,9 @@ int main(int argc, char *argv[])
 	stats_fd = vcpu_get_stats_fd(vcpu);
 	pthread_create(&vcpu_thread, NULL, vcpu_main, NULL);
 	usleep(100000);
-	exits_before = vcpu_stat(stats_fd, "exits");
+	exits_before = kvt_vcpu_stat(stats_fd, "exits");
 	usleep(200000);
-	exits_after = vcpu_stat(stats_fd, "exits");
+	exits_after = kvt_vcpu_stat(stats_fd, "exits");
 	close(stats_fd);
 	pthread_kill(vcpu_thread, SIGUSR1);
 	pthread_join(vcpu_thread, &stage);

@@ -1,0 +1,474 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * kvt_stress - the RISC-V vCPU timer under load, bounded
+ *
+ * 1. Many vCPUs (max: KVM_CAP_MAX_VCPUS, at most the selftest library's
+ *    KVM_MAX_VCPUS), short periods, migration: every vCPU programs NR deadlines
+ *    a random 1..PERIOD us ahead (SBI set_timer), waits for each spinning or
+ *    in WFI, while a host thread moves every vCPU thread to another CPU each
+ *    MIGRATE us.  Then a storm: STORM rewrites of the deadline (SBI
+ *    set_timer, and vstimecmp directly when the host has Sstc), most a few
+ *    us ahead or already past, then one last deadline.  Every interrupt is
+ *    checked: none before the deadline in force (so none twice: the handler
+ *    disarms), and each waited deadline gets exactly one.  With kvm_vtimer's
+ *    debugfs statistics (when it has them): no early one, and without Sstc
+ *    at least as many raised by the module as the guests took.
+ * 2. VM churn: CYCLES VMs created, run through one timer interrupt and
+ *    destroyed, one after the other; with -k MODULE and kvm_vtimer loaded,
+ *    the module is unloaded and loaded again between VMs.  The module's
+ *    reference count is back to its value before each VM, and 0 at the end.
+ *
+ * A lost interrupt leaves a vCPU waiting for ever: the host gives up after
+ * WATCHDOG seconds without progress and fails.  No other time limit.
+ *
+ *   kvt_stress [-v VCPUS|max] [-n NR] [-p PERIOD_US] [-m MIGRATE_US]
+ *              [-s STORM] [-c CYCLES] [-k MODULE] [-w WATCHDOG_S]
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kvt_riscv_timer.h"
+#include "ucall_common.h"
+
+#define MAX_VCPUS	1024
+
+/* Shared with the guest. */
+static struct {
+	u64 nr_deadlines;
+	u64 period_us;
+	u64 storm;
+	bool sstc;
+} args = { .nr_deadlines = 100, .period_us = 200, .storm = 2000 };
+
+struct vcpu_state {
+	u64 armed;		/* the deadline in force, -1 for none */
+	u64 irqs;		/* interrupts taken */
+	u64 early_at;		/* first interrupt before its deadline */
+	u64 early_armed;
+	u64 deadlines;		/* deadlines waited for */
+	u64 progress;		/* for the host's watchdog */
+	u64 seen;		/* the time when it last waited */
+} __aligned(64);
+
+static struct vcpu_state state[MAX_VCPUS];
+
+static void guest_irq_handler(struct ex_regs *regs)
+{
+	struct vcpu_state *st = &state[guest_get_vcpuid()];
+	u64 now = timer_get_cycles();
+
+	GUEST_ASSERT_EQ(regs->cause & ~CAUSE_IRQ_FLAG, IRQ_S_TIMER);
+	if (now < READ_ONCE(st->armed) && !st->early_at) {
+		WRITE_ONCE(st->early_at, now);
+		WRITE_ONCE(st->early_armed, st->armed);
+	}
+	WRITE_ONCE(st->irqs, st->irqs + 1);
+	kvt_sbi_set_timer(-1ULL);
+	WRITE_ONCE(st->armed, -1ULL);
+}
+
+/* Program @deadline, by SBI or (@csr) vstimecmp, with interrupts off. */
+static void arm(struct vcpu_state *st, u64 deadline, bool csr)
+{
+	local_irq_disable();
+	if (csr)
+		timer_set_cmp(deadline);
+	else
+		kvt_sbi_set_timer(deadline);
+	WRITE_ONCE(st->armed, deadline);
+	local_irq_enable();
+}
+
+static void check_early(struct vcpu_state *st)
+{
+	__GUEST_ASSERT(!READ_ONCE(st->early_at),
+		       "interrupt at %lx, before the deadline in force %lx",
+		       st->early_at, st->early_armed);
+}
+
+/* Exactly one interrupt for a deadline @delay_us ahead. */
+static void one_deadline(struct vcpu_state *st, u64 delay_us, bool wfi)
+{
+	u64 base = READ_ONCE(st->irqs);
+
+	arm(st, timer_get_cycles() + usec_to_cycles(delay_us), false);
+	while (READ_ONCE(st->irqs) == base) {
+		WRITE_ONCE(st->seen, timer_get_cycles());
+		if (wfi) {
+			/*
+			 * Interrupts off from the check to WFI, or one taken
+			 * in between leaves WFI waiting for nothing.  WFI
+			 * still ends on a pending, sie-enabled interrupt.
+			 */
+			local_irq_disable();
+			if (READ_ONCE(st->irqs) == base)
+				asm volatile("wfi" ::: "memory");
+			local_irq_enable();
+		} else {
+			cpu_relax();
+		}
+	}
+	check_early(st);
+	GUEST_ASSERT_EQ(READ_ONCE(st->irqs), base + 1);
+	WRITE_ONCE(st->deadlines, st->deadlines + 1);
+	WRITE_ONCE(st->progress, st->progress + 1);
+}
+
+static void guest_code(void)
+{
+	struct vcpu_state *st = &state[guest_get_vcpuid()];
+	u64 s = guest_get_vcpuid() * 2654435761ULL + 1;
+
+	WRITE_ONCE(st->armed, -1ULL);
+	timer_irq_enable();
+	local_irq_enable();
+
+	for (u64 i = 0; i < args.nr_deadlines; i++)
+		one_deadline(st, 1 + kvt_xorshift(&s) % args.period_us, i & 1);
+
+	/* The storm: deadlines rewritten before most of them are due. */
+	for (u64 i = 0; i < args.storm; i++) {
+		u64 r = kvt_xorshift(&s);
+		u64 now = timer_get_cycles();
+		u64 deadline = r & 4 ? now + usec_to_cycles((r >> 8) % 20) :
+				       now - (r >> 8) % 1000;
+
+		arm(st, deadline, args.sstc && (r & 1));
+		check_early(st);
+		WRITE_ONCE(st->progress, st->progress + 1);
+	}
+	/* Whatever the storm left is now due or disarmed. */
+	arm(st, -1ULL, false);
+	check_early(st);
+	one_deadline(st, args.period_us, true);
+	one_deadline(st, args.period_us, false);
+	GUEST_DONE();
+}
+
+static struct kvm_vcpu *vcpus[MAX_VCPUS];
+static pthread_t threads[MAX_VCPUS];
+static u32 nr_vcpus, nr_done;
+static bool migrating;
+static u64 migrate_us = 1000;
+static u64 migrations;
+static long watchdog_s = 60;
+
+static void *vcpu_main(void *arg)
+{
+	struct kvm_vcpu *vcpu = arg;
+	struct ucall uc;
+
+	for (;;) {
+		vcpu_run(vcpu);
+		switch (get_ucall(vcpu, &uc)) {
+		case UCALL_DONE:
+			__atomic_add_fetch(&nr_done, 1, __ATOMIC_SEQ_CST);
+			return NULL;
+		case UCALL_ABORT:
+			REPORT_GUEST_ASSERT(uc);
+			break;
+		default:
+			TEST_FAIL("vCPU %u: unexpected ucall %lu", vcpu->id, uc.cmd);
+		}
+	}
+}
+
+static void *migrate_main(void *arg)
+{
+	long nr_cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	u64 s = 7;
+	cpu_set_t set;
+
+	while (READ_ONCE(migrating)) {
+		for (u32 i = 0; i < nr_vcpus; i++) {
+			CPU_ZERO(&set);
+			CPU_SET(kvt_xorshift(&s) % nr_cpus, &set);
+			pthread_setaffinity_np(threads[i], sizeof(set), &set);
+			migrations++;
+		}
+		usleep(migrate_us);
+	}
+	return NULL;
+}
+
+static u64 guest_progress(struct kvm_vm *vm)
+{
+	u64 sum = 0;
+
+	sync_global_from_guest(vm, state);
+	for (u32 i = 0; i < nr_vcpus; i++)
+		sum += state[i].progress;
+	return sum;
+}
+
+/* kvm_vtimer's per-VM statistics, if it has them: the "total" line. */
+static bool vtimer_total(char *line, size_t len)
+{
+	char path[512];
+	struct dirent *d;
+	bool found = false;
+	DIR *dir;
+	FILE *f;
+
+	dir = opendir("/sys/kernel/debug/kvm");
+	if (!dir)
+		return false;
+	while (!found && (d = readdir(dir))) {
+		if (atoi(d->d_name) != getpid())
+			continue;
+		snprintf(path, sizeof(path), "/sys/kernel/debug/kvm/%s/vtimer", d->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		while (!found && fgets(line, len, f))
+			found = !strncmp(line, "total ", 6);
+		fclose(f);
+	}
+	closedir(dir);
+	return found;
+}
+
+static u64 stat_field(const char *line, const char *key)
+{
+	const char *p = strstr(line, key);
+
+	return p ? strtoull(p + strlen(key), NULL, 10) : -1ULL;
+}
+
+/* What a hang leaves behind: the vCPUs' own view, and the module's. */
+static void dump_stuck(struct kvm_vm *vm)
+{
+	char path[512], line[1024];
+	struct dirent *d;
+	DIR *dir;
+	FILE *f;
+
+	sync_global_from_guest(vm, state);
+	for (u32 i = 0; i < nr_vcpus; i++) {
+		if (state[i].deadlines == args.nr_deadlines + 2)
+			continue;
+		ksft_print_msg("vCPU %u: deadlines %lu irqs %lu progress %lu armed %lx seen %lx\n",
+			       i, state[i].deadlines, state[i].irqs, state[i].progress,
+			       state[i].armed, state[i].seen);
+	}
+	dir = opendir("/sys/kernel/debug/kvm");
+	while (dir && (d = readdir(dir))) {
+		if (atoi(d->d_name) != getpid())
+			continue;
+		snprintf(path, sizeof(path), "/sys/kernel/debug/kvm/%s/vtimer", d->d_name);
+		f = fopen(path, "r");
+		while (f && fgets(line, sizeof(line), f))
+			ksft_print_msg("kvm_vtimer: %s", line);
+		if (f)
+			fclose(f);
+	}
+	if (dir)
+		closedir(dir);
+}
+
+static void stress_vcpus(void)
+{
+	u64 irqs = 0, deadlines = 0, last = 0, early, module_irqs;
+	pthread_t migrator;
+	char total[1024];
+	struct kvm_vm *vm;
+	time_t t0 = time(NULL), idle_since = t0;
+
+	vm = vm_create_with_vcpus(nr_vcpus, guest_code, vcpus);
+	vm_init_vector_tables(vm);
+	vm_install_interrupt_handler(vm, guest_irq_handler);
+	for (u32 i = 0; i < nr_vcpus; i++)
+		vcpu_init_vector_tables(vcpus[i]);
+	vcpu_get_reg(vcpus[0], RISCV_TIMER_REG(frequency), &timer_freq);
+	sync_global_to_guest(vm, timer_freq);
+	args.sstc = __vcpu_has_isa_ext(vcpus[0], KVM_RISCV_ISA_EXT_SSTC);
+	sync_global_to_guest(vm, args);
+
+	for (u32 i = 0; i < nr_vcpus; i++)
+		pthread_create(&threads[i], NULL, vcpu_main, vcpus[i]);
+	migrating = migrate_us > 0;
+	if (migrating)
+		pthread_create(&migrator, NULL, migrate_main, NULL);
+
+	/* The migrator may only touch threads not yet joined. */
+	while (__atomic_load_n(&nr_done, __ATOMIC_SEQ_CST) < nr_vcpus) {
+		u64 now_progress;
+
+		usleep(100000);
+		now_progress = guest_progress(vm);
+		if (now_progress != last) {
+			last = now_progress;
+			idle_since = time(NULL);
+		}
+		if (time(NULL) - idle_since >= watchdog_s)
+			dump_stuck(vm);
+		TEST_ASSERT(time(NULL) - idle_since < watchdog_s,
+			    "no vCPU progressed in %ld s: a timer interrupt was lost", watchdog_s);
+	}
+	if (migrating) {
+		WRITE_ONCE(migrating, false);
+		pthread_join(migrator, NULL);
+	}
+	for (u32 i = 0; i < nr_vcpus; i++)
+		pthread_join(threads[i], NULL);
+
+	sync_global_from_guest(vm, state);
+	for (u32 i = 0; i < nr_vcpus; i++) {
+		TEST_ASSERT(!state[i].early_at, "vCPU %u: interrupt at %lx, before %lx", i,
+			    state[i].early_at, state[i].early_armed);
+		TEST_ASSERT_EQ(state[i].deadlines, args.nr_deadlines + 2);
+		irqs += state[i].irqs;
+		deadlines += state[i].deadlines;
+	}
+	ksft_print_msg("%u vCPUs%s, %s: %lu deadlines of 1..%lu us, one interrupt each\n",
+		       nr_vcpus, args.sstc ? " (Sstc)" : "", migrate_us ? "migrating" : "pinned",
+		       deadlines, args.period_us);
+	ksft_print_msg("%lu storm writes per vCPU; %lu interrupts in all, none early\n",
+		       args.storm, irqs);
+	ksft_print_msg("%lu migrations; %ld s\n", migrations, (long)(time(NULL) - t0));
+	if (vtimer_total(total, sizeof(total))) {
+		total[strcspn(total, "\n")] = '\0';
+		ksft_print_msg("kvm_vtimer: %s\n", total);
+		early = stat_field(total, " early=");
+		TEST_ASSERT(early == 0 || early == -1ULL,
+			    "kvm_vtimer counted %lu early interrupts", early);
+		/*
+		 * Without Sstc the module raises every interrupt the guests
+		 * take; a raised one a set_timer clears before the guest
+		 * takes it is not taken.
+		 */
+		module_irqs = stat_field(total, " irqs=");
+		if (!args.sstc && module_irqs != -1ULL) {
+			TEST_ASSERT(module_irqs >= irqs,
+				    "kvm_vtimer raised %lu interrupts, the guests took %lu",
+				    module_irqs, irqs);
+			ksft_print_msg("kvm_vtimer raised %lu, %lu cleared by set_timer first\n",
+				       module_irqs, module_irqs - irqs);
+		}
+	}
+	kvm_vm_free(vm);
+}
+
+static void churn_guest(void)
+{
+	struct vcpu_state *st = &state[0];
+
+	WRITE_ONCE(st->armed, -1ULL);
+	timer_irq_enable();
+	local_irq_enable();
+	one_deadline(st, 100, true);
+	GUEST_DONE();
+}
+
+static void reload(const char *path)
+{
+	int fd, ret;
+
+	ret = syscall(SYS_delete_module, KVT_MODULE_NAME, O_NONBLOCK);
+	TEST_ASSERT(!ret, "unloading " KVT_MODULE_NAME " with no VM: errno %d", errno);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	TEST_ASSERT(fd >= 0, "open %s", path);
+	ret = syscall(SYS_finit_module, fd, "", 0);
+	TEST_ASSERT(!ret, "loading %s: errno %d", path, errno);
+	close(fd);
+}
+
+static void churn_vms(u64 cycles, const char *module)
+{
+	long before = kvt_module_refcnt();
+	bool reloading = module && before >= 0;
+	time_t t0 = time(NULL);
+	struct kvm_vcpu *vcpu;
+	struct kvm_vm *vm;
+	struct ucall uc;
+
+	for (u64 i = 0; i < cycles; i++) {
+		vm = kvt_timer_vm_create(&vcpu, churn_guest, guest_irq_handler);
+		if (before >= 0)
+			TEST_ASSERT_EQ(kvt_module_refcnt(), before + 1);
+		vcpu_run(vcpu);
+		switch (get_ucall(vcpu, &uc)) {
+		case UCALL_DONE:
+			break;
+		case UCALL_ABORT:
+			REPORT_GUEST_ASSERT(uc);
+			break;
+		default:
+			TEST_FAIL("VM %lu: unexpected ucall %lu", i, uc.cmd);
+		}
+		kvm_vm_free(vm);
+		TEST_ASSERT_EQ(kvt_module_refcnt(), before);
+		if (reloading)
+			reload(module);
+	}
+	ksft_print_msg("%lu VMs created, run and destroyed%s; refcount back to %ld; %ld s\n",
+		       cycles,
+		       reloading ? ", " KVT_MODULE_NAME " unloaded and loaded between VMs" : "",
+		       before, (long)(time(NULL) - t0));
+	if (before >= 0)
+		TEST_ASSERT_EQ(kvt_module_refcnt(), 0);
+}
+
+int main(int argc, char *argv[])
+{
+	const char *module = NULL;
+	struct rlimit nofile;
+	u64 cycles = 200;
+	int opt;
+
+	nr_vcpus = 4 * sysconf(_SC_NPROCESSORS_ONLN);
+	while ((opt = getopt(argc, argv, "v:n:p:m:s:c:k:w:")) != -1) {
+		switch (opt) {
+		case 'v':
+			/* The library's ucall pool holds KVM_MAX_VCPUS. */
+			nr_vcpus = strcmp(optarg, "max") ? atoi(optarg) :
+				   min_t(int, kvm_check_cap(KVM_CAP_MAX_VCPUS), KVM_MAX_VCPUS);
+			break;
+		case 'n':
+			args.nr_deadlines = strtoull(optarg, NULL, 0);
+			break;
+		case 'p':
+			args.period_us = strtoull(optarg, NULL, 0);
+			break;
+		case 'm':
+			migrate_us = strtoull(optarg, NULL, 0);
+			break;
+		case 's':
+			args.storm = strtoull(optarg, NULL, 0);
+			break;
+		case 'c':
+			cycles = strtoull(optarg, NULL, 0);
+			break;
+		case 'k':
+			module = optarg;
+			break;
+		case 'w':
+			watchdog_s = atol(optarg);
+			break;
+		default:
+			exit(KSFT_FAIL);
+		}
+	}
+	TEST_ASSERT(nr_vcpus >= 1 && nr_vcpus <= MAX_VCPUS, "1..%d vCPUs", MAX_VCPUS);
+	TEST_ASSERT(args.period_us >= 1, "a period of at least 1 us");
+	/* A file per vCPU, as kvm_create_max_vcpus does. */
+	getrlimit(RLIMIT_NOFILE, &nofile);
+	if (nofile.rlim_cur < nr_vcpus + 100) {
+		nofile.rlim_cur = nr_vcpus + 100;
+		if (nofile.rlim_max < nofile.rlim_cur)
+			nofile.rlim_max = nofile.rlim_cur;
+		TEST_ASSERT(!setrlimit(RLIMIT_NOFILE, &nofile), "RLIMIT_NOFILE %u: errno %d",
+			    nr_vcpus + 100, errno);
+	}
+	ksft_print_msg("backend: %s\n", kvt_module_refcnt() >= 0 ? KVT_MODULE_NAME : "in-tree");
+
+	stress_vcpus();
+	churn_vms(cycles, module);
+	return 0;
+}

@@ -1,0 +1,532 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * kvt_bench - guest-observed timer lateness, the in-tree timer against
+ * kvm_vtimer, in one boot
+ *
+ *   kvt_bench -k kvm_vtimer.ko [-o MODULE_PARAMS] [-r REPS] [-n IRQS]
+ *             [-p PERIOD_US] [-c CPU] [-w busy,wfi,storm,past,migrate]
+ *
+ * Run with the module unloaded.  For each repetition, first with KVM's own
+ * timer, then with the module loaded (ABAB...), each workload runs in a
+ * new one-vCPU VM, its vCPU thread on host CPU 1 (-c):
+ *
+ *  busy     the guest spins until its timer interrupt; the handler re-arms
+ *  wfi      the guest waits in WFI between deadlines (blocked-vCPU wakeup)
+ *  storm    STORM re-arm/cancel pairs before each deadline
+ *  past     deadlines alternately already past and one tick ahead
+ *  migrate  as wfi, while a host thread moves the vCPU thread between CPUs
+ *           every millisecond
+ *
+ * The guest programs its timer as a guest kernel does: vstimecmp (Sstc) if
+ * the vCPU has Sstc, else SBI TIME set_timer.  Its handler records the
+ * counter at entry minus the deadline, in counter ticks.  One line per run:
+ *
+ *   # kvt-bench {"backend": ..., "lateness": [...], "exits": ..., ...}
+ *
+ * with the VM exits (KVM's "exits" statistic, and of them the SBI calls
+ * and WFIs; the rest are host interrupts), the host's rescheduling IPIs
+ * (/proc/interrupts) and, for kvm_vtimer, its debugfs counters, all over the
+ * run.  Between runs, every host CPU's vstimecmp is stopped
+ * (sweep_host_cpus()).  scripts/bench.py turns these into the tables and
+ * plots.  Meant for
+ * QEMU -icount, where time is deterministic; this program asserts only
+ * what must hold anywhere: every interrupt comes, once, never early.
+ */
+#include <ctype.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+
+#include "kvt_riscv_timer.h"
+#include "ucall_common.h"
+
+#define MAX_IRQS	400
+/* Interrupts before the measured ones: first-touch faults, cold caches. */
+#define WARMUP		4
+#define STORM		32
+#define WATCHDOG_S	60
+
+enum workload { BUSY, WFI, STORM_WL, PAST, MIGRATE, NR_WORKLOADS };
+
+static const char * const workload_names[NR_WORKLOADS] = {
+	"busy", "wfi", "storm", "past", "migrate",
+};
+
+/* Shared with the guest. */
+/* Interrupts the guest takes: WARMUP, then the measured ones. */
+static u64 nr_irqs;
+static u64 period;
+static u64 guest_workload;
+static bool guest_sstc;
+static u64 irq_count;
+static u64 deadline;
+static s64 late[MAX_IRQS];	/* lateness of the measured ones */
+static bool rearm_in_handler;
+
+static void set_cmp(u64 when)
+{
+	if (guest_sstc)
+		timer_set_cmp(when);
+	else
+		kvt_sbi_set_timer(when);
+}
+
+static void arm(u64 when)
+{
+	WRITE_ONCE(deadline, when);
+	set_cmp(when);
+}
+
+static void guest_irq_handler(struct ex_regs *regs)
+{
+	u64 now = timer_get_cycles();
+	u64 i = READ_ONCE(irq_count);
+
+	GUEST_ASSERT_EQ(regs->cause & ~CAUSE_IRQ_FLAG, IRQ_S_TIMER);
+	GUEST_ASSERT(i < nr_irqs);
+	if (i >= WARMUP)
+		late[i - WARMUP] = (s64)(now - READ_ONCE(deadline));
+	WRITE_ONCE(irq_count, i + 1);
+	if (rearm_in_handler && i + 1 < nr_irqs)
+		arm(now + period);
+	else
+		set_cmp(-1ULL);
+}
+
+static void spin_until(u64 n)
+{
+	while (READ_ONCE(irq_count) < n)
+		cpu_relax();
+}
+
+/* WFI with interrupts masked, so a last interrupt cannot slip in between. */
+static void wfi_until(u64 n)
+{
+	local_irq_disable();
+	while (READ_ONCE(irq_count) < n) {
+		asm volatile("wfi" ::: "memory");
+		local_irq_enable();
+		local_irq_disable();
+	}
+	local_irq_enable();
+}
+
+static void guest_code(void)
+{
+	u64 i, k;
+
+	timer_irq_enable();
+	local_irq_enable();
+
+	switch (guest_workload) {
+	case BUSY:
+	case WFI:
+	case MIGRATE:
+		rearm_in_handler = true;
+		arm(timer_get_cycles() + period);
+		if (guest_workload == BUSY)
+			spin_until(nr_irqs);
+		else
+			wfi_until(nr_irqs);
+		break;
+	case STORM_WL:
+		for (i = 0; i < nr_irqs; i++) {
+			for (k = 0; k < STORM; k++) {
+				set_cmp(timer_get_cycles() + period);
+				set_cmp(-1ULL);
+			}
+			arm(timer_get_cycles() + period);
+			spin_until(i + 1);
+		}
+		break;
+	case PAST:
+		for (i = 0; i < nr_irqs; i++) {
+			u64 now = timer_get_cycles();
+
+			arm(i % 2 ? now + 1 : now - 1);
+			spin_until(i + 1);
+			udelay(cycles_to_usec(period) / 4);
+		}
+		break;
+	}
+	/* Exactly once each: nothing more comes within another period. */
+	udelay(cycles_to_usec(period) * 2);
+	GUEST_ASSERT_EQ(READ_ONCE(irq_count), nr_irqs);
+	GUEST_DONE();
+}
+
+/* Leaves the host CPU's vstimecmp at -1 (see sweep_host_cpus()). */
+static void sweep_guest_code(void)
+{
+	timer_set_cmp(-1ULL);
+	GUEST_DONE();
+}
+
+static struct kvm_vcpu *vcpu;
+static pthread_t vcpu_thread;
+/* The host CPU the vCPU thread runs on, but for the migrate workload. */
+static int vcpu_cpu = 1;
+
+static void *vcpu_main(void *arg)
+{
+	kvt_run_until_done(vcpu);
+	return NULL;
+}
+
+/* The host's rescheduling IPIs so far, summed over CPUs. */
+static u64 resched_ipis(void)
+{
+	char line[1024];
+	u64 total = 0;
+	FILE *f = fopen("/proc/interrupts", "r");
+
+	TEST_ASSERT(f, "/proc/interrupts: %s", strerror(errno));
+	while (fgets(line, sizeof(line), f)) {
+		char *p, *end;
+
+		if (!strstr(line, "Rescheduling"))
+			continue;
+		p = strchr(line, ':');
+		TEST_ASSERT(p, "bad /proc/interrupts line: %s", line);
+		for (p++;; p = end) {
+			u64 v = strtoull(p, &end, 10);
+
+			if (end == p)
+				break;
+			total += v;
+		}
+	}
+	fclose(f);
+	return total;
+}
+
+#define MAX_CPUS	16
+
+/* Per host CPU, the time it was not idle so far, in USER_HZ ticks. */
+static int cpu_busy(u64 *busy)
+{
+	char line[512];
+	int n = 0;
+	FILE *f = fopen("/proc/stat", "r");
+
+	TEST_ASSERT(f, "/proc/stat: %s", strerror(errno));
+	while (fgets(line, sizeof(line), f) && n < MAX_CPUS) {
+		u64 v[8] = { 0 };
+		int cpu;
+
+		if (strncmp(line, "cpu", 3) || !isdigit(line[3]))
+			continue;
+		if (sscanf(line, "cpu%d %lu %lu %lu %lu %lu %lu %lu %lu", &cpu,
+			   &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6],
+			   &v[7]) != 9)
+			continue;
+		/* user nice system idle iowait irq softirq steal */
+		busy[n++] = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+	}
+	fclose(f);
+	return n;
+}
+
+/* kvm_vtimer's counters of this VM ("total" line), by name. */
+struct module_stats {
+	bool present;
+	u64 starts, cancels, migrations, irqs, early, wakeups, ipis, advance_ns;
+};
+
+static u64 stat_field(const char *line, const char *key)
+{
+	char pat[32];
+	const char *p;
+
+	snprintf(pat, sizeof(pat), " %s=", key);
+	p = strstr(line, pat);
+	TEST_ASSERT(p, "no %s in kvm_vtimer's statistics: %s", key, line);
+	return strtoull(p + strlen(pat), NULL, 10);
+}
+
+static struct module_stats read_module_stats(struct kvm_vm *vm)
+{
+	struct module_stats s = { 0 };
+	char path[128], line[1024];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/sys/kernel/debug/kvm/%d-%d/vtimer",
+		 getpid(), vm->fd);
+	f = fopen(path, "r");
+	if (!f)
+		return s;
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "total ", 6))
+			continue;
+		s.present = true;
+		s.starts = stat_field(line, "starts");
+		s.cancels = stat_field(line, "cancels");
+		s.migrations = stat_field(line, "migrations");
+		s.irqs = stat_field(line, "irqs");
+		s.early = stat_field(line, "early");
+		s.wakeups = stat_field(line, "wakeups");
+		s.ipis = stat_field(line, "ipis");
+		s.advance_ns = stat_field(line, "advance_ns");
+	}
+	fclose(f);
+	return s;
+}
+
+static bool module_loaded(void)
+{
+	return access("/sys/module/" KVT_MODULE_NAME, F_OK) == 0;
+}
+
+static void load_module(const char *ko, const char *params)
+{
+	int fd = open(ko, O_RDONLY | O_CLOEXEC);
+
+	TEST_ASSERT(fd >= 0, "%s: %s", ko, strerror(errno));
+	TEST_ASSERT(!syscall(SYS_finit_module, fd, params, 0),
+		    "loading %s: %s", ko, strerror(errno));
+	close(fd);
+}
+
+static void unload_module(void)
+{
+	TEST_ASSERT(!syscall(SYS_delete_module, KVT_MODULE_NAME, O_NONBLOCK),
+		    "unloading %s: %s", KVT_MODULE_NAME, strerror(errno));
+}
+
+static void join_or_fail(const char *what)
+{
+	struct timespec limit;
+
+	clock_gettime(CLOCK_REALTIME, &limit);
+	limit.tv_sec += WATCHDOG_S;
+	TEST_ASSERT(!pthread_timedjoin_np(vcpu_thread, NULL, &limit),
+		    "%s: the vCPU did not finish in %d s: an interrupt was lost",
+		    what, WATCHDOG_S);
+}
+
+/*
+ * With Sstc, KVM's in-tree timer leaves the last vCPU's deadline in a host
+ * CPU's vstimecmp when it puts the vCPU.  Once passed, VSTIP stays pending
+ * on that CPU, which then cannot idle in WFI and takes turns from the vCPU
+ * being measured (QEMU runs the host's CPUs round-robin under -icount):
+ * the next run, whichever backend, would pay for the previous one's.  So
+ * after every run, a guest that stops the timer runs once on each CPU.
+ */
+static void sweep_host_cpus(void)
+{
+	long cpu, nr_cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	struct kvm_vcpu *v;
+	struct kvm_vm *vm;
+	cpu_set_t all, one;
+
+	if (!guest_sstc)
+		return;
+	TEST_ASSERT(!sched_getaffinity(0, sizeof(all), &all), "sched_getaffinity");
+	for (cpu = 0; cpu < nr_cpus; cpu++) {
+		CPU_ZERO(&one);
+		CPU_SET(cpu, &one);
+		TEST_ASSERT(!sched_setaffinity(0, sizeof(one), &one),
+			    "sched_setaffinity: %s", strerror(errno));
+		vm = vm_create_with_one_vcpu(&v, sweep_guest_code);
+		vcpu_run(v);
+		TEST_ASSERT_EQ(get_ucall(v, NULL), UCALL_DONE);
+		kvm_vm_free(vm);
+	}
+	TEST_ASSERT(!sched_setaffinity(0, sizeof(all), &all), "sched_setaffinity");
+}
+
+static void run_one(const char *backend, enum workload wl, int rep)
+{
+	u64 exits0, exits1, ecalls0, ecalls1, wfis0, wfis1, ipis0, ipis1, hz;
+	struct timespec t0, t1;
+	struct module_stats ms;
+	s64 samples[MAX_IRQS];
+	char buf[4000];
+	struct kvt_migrator migrator;
+	pthread_attr_t attr;
+	u64 busy0[MAX_CPUS], busy1[MAX_CPUS];
+	int nr_cpus;
+	struct kvm_vm *vm;
+	int fd, len, early = 0;
+	u64 i, count;
+
+	vm = kvt_timer_vm_create(&vcpu, guest_code, guest_irq_handler);
+	hz = timer_freq;
+	guest_sstc = __vcpu_has_isa_ext(vcpu, KVM_RISCV_ISA_EXT_SSTC);
+	guest_workload = wl;
+	sync_global_to_guest(vm, nr_irqs);
+	sync_global_to_guest(vm, period);
+	sync_global_to_guest(vm, guest_workload);
+	sync_global_to_guest(vm, guest_sstc);
+
+	fd = vcpu_get_stats_fd(vcpu);
+	nr_cpus = cpu_busy(busy0);
+	exits0 = kvt_vcpu_stat(fd, "exits");
+	ecalls0 = kvt_vcpu_stat(fd, "ecall_exit_stat");
+	wfis0 = kvt_vcpu_stat(fd, "wfi_exit_stat");
+	ipis0 = resched_ipis();
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	pthread_attr_init(&attr);
+	if (wl != MIGRATE) {
+		/*
+		 * Same CPU for every run: under -icount, QEMU runs the host's
+		 * CPUs round-robin, and how soon a vCPU sees an interrupt
+		 * depends on its place in that order.
+		 */
+		cpu_set_t set;
+
+		CPU_ZERO(&set);
+		CPU_SET(vcpu_cpu, &set);
+		pthread_attr_setaffinity_np(&attr, sizeof(set), &set);
+	}
+	pthread_create(&vcpu_thread, &attr, vcpu_main, NULL);
+	pthread_attr_destroy(&attr);
+	if (wl == MIGRATE)
+		kvt_migrator_start(&migrator, vcpu_thread);
+	join_or_fail(workload_names[wl]);
+	if (wl == MIGRATE)
+		kvt_migrator_stop(&migrator);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ipis1 = resched_ipis();
+	exits1 = kvt_vcpu_stat(fd, "exits");
+	ecalls1 = kvt_vcpu_stat(fd, "ecall_exit_stat");
+	wfis1 = kvt_vcpu_stat(fd, "wfi_exit_stat");
+	cpu_busy(busy1);
+	close(fd);
+	ms = read_module_stats(vm);
+
+	sync_global_from_guest(vm, irq_count);
+	sync_global_from_guest(vm, late);
+	TEST_ASSERT_EQ(irq_count, nr_irqs);
+	count = nr_irqs - WARMUP;
+	memcpy(samples, late, sizeof(samples));
+	for (i = 0; i < count; i++)
+		early += samples[i] < 0;
+	TEST_ASSERT(!strcmp(backend, "intree") || ms.present,
+		    "kvm_vtimer loaded, but the VM has no vtimer statistics");
+
+	len = snprintf(buf, sizeof(buf),
+		       "{\"backend\": \"%s\", \"mode\": \"%s\", \"workload\": \"%s\", \"rep\": %d, \"hz\": %lu, \"irqs\": %lu, \"early\": %d, \"exits\": %lu, \"ecall_exits\": %lu, \"wfi_exits\": %lu, \"ipis\": %lu, \"guest_ns\": %lld",
+		       backend, guest_sstc ? "sstc" : "sbi", workload_names[wl],
+		       rep, hz, count, early, exits1 - exits0,
+		       /* Not the GUEST_DONE ucall, an SBI call too. */
+		       ecalls1 - ecalls0 - 1, wfis1 - wfis0, ipis1 - ipis0,
+		       (t1.tv_sec - t0.tv_sec) * 1000000000LL +
+		       (t1.tv_nsec - t0.tv_nsec));
+	if (ms.present)
+		len += snprintf(buf + len, sizeof(buf) - len,
+				", \"hrtimer_starts\": %lu, \"hrtimer_cancels\": %lu, \"module\": {\"irqs\": %lu, \"early\": %lu, \"wakeups\": %lu, \"ipis\": %lu, \"migrations\": %lu, \"advance_ns\": %lu}",
+				ms.starts, ms.cancels, ms.irqs, ms.early,
+				ms.wakeups, ms.ipis, ms.migrations,
+				ms.advance_ns);
+	else
+		len += snprintf(buf + len, sizeof(buf) - len,
+				", \"hrtimer_starts\": null, \"hrtimer_cancels\": null");
+	len += snprintf(buf + len, sizeof(buf) - len, ", \"cpu_busy\": [");
+	for (i = 0; i < (u64)nr_cpus; i++)
+		len += snprintf(buf + len, sizeof(buf) - len, "%s%lu",
+				i ? "," : "", busy1[i] - busy0[i]);
+	len += snprintf(buf + len, sizeof(buf) - len, "], \"lateness\": [");
+	for (i = 0; i < count && len < (int)sizeof(buf) - 32; i++)
+		len += snprintf(buf + len, sizeof(buf) - len, "%s%lld",
+				i ? "," : "", (long long)samples[i]);
+	TEST_ASSERT(i == count, "output line too long for %lu samples", count);
+	snprintf(buf + len, sizeof(buf) - len, "]}");
+	printf("# kvt-bench %s\n", buf);
+	fflush(stdout);
+
+	TEST_ASSERT(!early, "%s/%s: %d interrupts before their deadline",
+		    backend, workload_names[wl], early);
+	TEST_ASSERT(!ms.early, "%s/%s: kvm_vtimer counted %lu early deliveries",
+		    backend, workload_names[wl], ms.early);
+	kvm_vm_free(vm);
+	sweep_host_cpus();
+}
+
+static int parse_workloads(char *list)
+{
+	int mask = 0, w;
+	char *tok;
+
+	for (tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
+		for (w = 0; w < NR_WORKLOADS; w++)
+			if (!strcmp(tok, workload_names[w]))
+				break;
+		TEST_ASSERT(w < NR_WORKLOADS, "unknown workload %s", tok);
+		mask |= 1 << w;
+	}
+	return mask;
+}
+
+int main(int argc, char *argv[])
+{
+	int opt, reps = 5, rep, b, w, workloads = (1 << NR_WORKLOADS) - 1;
+	u64 period_us = 1000, measured = 200;
+	const char *ko = NULL, *params = "";
+
+	while ((opt = getopt(argc, argv, "c:k:o:r:n:p:w:")) != -1) {
+		switch (opt) {
+		case 'k':
+			ko = optarg;
+			break;
+		case 'o':
+			params = optarg;
+			break;
+		case 'c':
+			vcpu_cpu = atoi(optarg);
+			break;
+		case 'r':
+			reps = atoi(optarg);
+			break;
+		case 'n':
+			measured = strtoull(optarg, NULL, 0);
+			break;
+		case 'p':
+			period_us = strtoull(optarg, NULL, 0);
+			break;
+		case 'w':
+			workloads = parse_workloads(optarg);
+			break;
+		default:
+			exit(KSFT_FAIL);
+		}
+	}
+	TEST_ASSERT(ko, "usage: %s -k KO [-o PARAMS] [-r N] [-n N] [-p US] [-c CPU] [-w LIST]",
+		    argv[0]);
+	TEST_ASSERT(reps > 0 && measured > 0 && measured <= MAX_IRQS && period_us > 0,
+		    "bad -r, -n (1..%d) or -p", MAX_IRQS);
+	nr_irqs = measured + WARMUP;
+	if (module_loaded()) {
+		ksft_print_msg("%s is loaded: the in-tree timer cannot be measured\n",
+			       KVT_MODULE_NAME);
+		return KSFT_SKIP;
+	}
+
+	/* The counter frequency, for the period in ticks. */
+	{
+		struct kvm_vm *vm = vm_create_with_one_vcpu(&vcpu, guest_code);
+
+		vcpu_get_reg(vcpu, RISCV_TIMER_REG(frequency), &timer_freq);
+		kvm_vm_free(vm);
+	}
+	period = period_us * timer_freq / 1000000;
+
+	for (rep = 0; rep < reps; rep++) {
+		for (b = 0; b < 2; b++) {
+			if (b)
+				load_module(ko, params);
+			for (w = 0; w < NR_WORKLOADS; w++)
+				if (workloads & (1 << w))
+					run_one(b ? "vtimer" : "intree", w, rep);
+			if (b)
+				unload_module();
+		}
+	}
+	printf("# kvt-bench-done\n");
+	return 0;
+}

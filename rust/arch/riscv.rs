@@ -27,6 +27,9 @@ use crate::timer::vcpu::{Expiry, Mode, Platform, Reg, RegError, VcpuTimer};
 /// reached, so that a VM's vCPUs need not learn it again from nothing.
 static ADVANCE_SEED: AtomicU64 = AtomicU64::new(0);
 
+// `struct kvt_stats` (shim) and `Snapshot` have the same histogram.
+const _: () = assert!(bindings::KVT_LATE_BUCKETS as usize == LATE_BUCKETS);
+
 /// A vCPU's timer state, owned by KVM's `vcpu->arch.timer.backend_priv`
 /// from `vcpu_init` to `vcpu_deinit`.
 #[pin_data]
@@ -256,10 +259,6 @@ pub(crate) unsafe extern "C" fn kvt_rust_vcpu_stats(
     // shared reference is made.
     let state = unsafe { &*priv_.cast::<VcpuState>() };
     let st = state.logic.stats().snapshot();
-    let mut late = [0u64; bindings::KVT_LATE_BUCKETS as usize];
-    for (dst, src) in late.iter_mut().zip(st.late.iter().take(LATE_BUCKETS)) {
-        *dst = *src;
-    }
     let stats = bindings::kvt_stats {
         irqs: st.irqs,
         early: st.early,
@@ -269,7 +268,7 @@ pub(crate) unsafe extern "C" fn kvt_rust_vcpu_stats(
         cancels: st.cancels,
         migrations: st.migrations,
         advance_ns: state.logic.advance().ns(),
-        late,
+        late: st.late,
     };
     // SAFETY: the caller passes a writable `struct kvt_stats`.
     unsafe { out.write(stats) };

@@ -282,33 +282,6 @@ static bool module_loaded(void)
 	return access("/sys/module/" KVT_MODULE_NAME, F_OK) == 0;
 }
 
-static void load_module(const char *ko, const char *params)
-{
-	int fd = open(ko, O_RDONLY | O_CLOEXEC);
-
-	TEST_ASSERT(fd >= 0, "%s: %s", ko, strerror(errno));
-	TEST_ASSERT(!syscall(SYS_finit_module, fd, params, 0),
-		    "loading %s: %s", ko, strerror(errno));
-	close(fd);
-}
-
-static void unload_module(void)
-{
-	TEST_ASSERT(!syscall(SYS_delete_module, KVT_MODULE_NAME, O_NONBLOCK),
-		    "unloading %s: %s", KVT_MODULE_NAME, strerror(errno));
-}
-
-static void join_or_fail(const char *what)
-{
-	struct timespec limit;
-
-	clock_gettime(CLOCK_REALTIME, &limit);
-	limit.tv_sec += WATCHDOG_S;
-	TEST_ASSERT(!pthread_timedjoin_np(vcpu_thread, NULL, &limit),
-		    "%s: the vCPU did not finish in %d s: an interrupt was lost",
-		    what, WATCHDOG_S);
-}
-
 /*
  * With Sstc, KVM's in-tree timer leaves the last vCPU's deadline in a host
  * CPU's vstimecmp when it puts the vCPU.  Once passed, VSTIP stays pending
@@ -388,7 +361,7 @@ static void run_one(const char *backend, enum workload wl, int rep)
 	pthread_attr_destroy(&attr);
 	if (wl == MIGRATE)
 		kvt_migrator_start(&migrator, vcpu_thread);
-	join_or_fail(workload_names[wl]);
+	kvt_join_or_fail(vcpu_thread, NULL, WATCHDOG_S, workload_names[wl]);
 	if (wl == MIGRATE)
 		kvt_migrator_stop(&migrator);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -519,12 +492,12 @@ int main(int argc, char *argv[])
 	for (rep = 0; rep < reps; rep++) {
 		for (b = 0; b < 2; b++) {
 			if (b)
-				load_module(ko, params);
+				kvt_load_module(ko, params);
 			for (w = 0; w < NR_WORKLOADS; w++)
 				if (workloads & (1 << w))
 					run_one(b ? "vtimer" : "intree", w, rep);
 			if (b)
-				unload_module();
+				kvt_unload_module();
 		}
 	}
 	printf("# kvt-bench-done\n");

@@ -11,7 +11,9 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+#include <sys/syscall.h>
 
 #include "arch_timer.h"
 #include "kvm_util.h"
@@ -65,6 +67,40 @@ static inline long kvt_module_refcnt(void)
 	close(fd);
 	TEST_ASSERT(n > 0, "read " KVT_REFCNT);
 	return strtol(buf, NULL, 10);
+}
+
+/* Load kvm_vtimer from @path with @params ("" for none). */
+static inline void kvt_load_module(const char *path, const char *params)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	TEST_ASSERT(fd >= 0, "open %s: %s", path, strerror(errno));
+	TEST_ASSERT(!syscall(SYS_finit_module, fd, params, 0),
+		    "loading %s: %s", path, strerror(errno));
+	close(fd);
+}
+
+/* Unload kvm_vtimer, which no VM may hold. */
+static inline void kvt_unload_module(void)
+{
+	TEST_ASSERT(!syscall(SYS_delete_module, KVT_MODULE_NAME, O_NONBLOCK),
+		    "unloading " KVT_MODULE_NAME " with no VM: %s", strerror(errno));
+}
+
+/*
+ * Join @thread, a vCPU thread whose guest may wait in WFI, where a lost
+ * interrupt would block it for ever: fail after @secs seconds, saying so.
+ */
+static inline void kvt_join_or_fail(pthread_t thread, void **ret, int secs,
+				    const char *what)
+{
+	struct timespec limit;
+
+	clock_gettime(CLOCK_REALTIME, &limit);
+	limit.tv_sec += secs;
+	TEST_ASSERT(!pthread_timedjoin_np(thread, ret, &limit),
+		    "%s: the vCPU did not finish in %d s: a timer interrupt was lost",
+		    what, secs);
 }
 
 /*

@@ -40,7 +40,7 @@ int main(int argc, char *argv[])
 	struct kvm_vcpu *vcpu;
 	struct kvm_vm *vm;
 	long before, with_vm;
-	int fd, ret;
+	int ret;
 
 	TEST_REQUIRE(argc == 2);
 	__TEST_REQUIRE(kvt_module_refcnt() >= 0, KVT_MODULE_NAME " is not loaded");
@@ -59,8 +59,7 @@ int main(int argc, char *argv[])
 
 	kvm_vm_free(vm);
 	TEST_ASSERT_EQ(kvt_module_refcnt(), before);
-	ret = syscall(SYS_delete_module, KVT_MODULE_NAME, O_NONBLOCK);
-	TEST_ASSERT(!ret, "unloading the module with no VM: errno %d", errno);
+	kvt_unload_module();
 	TEST_ASSERT_EQ(kvt_module_refcnt(), -1);
 
 	/* No backend: the built-in timer serves the next VM. */
@@ -68,11 +67,7 @@ int main(int argc, char *argv[])
 	run_vm_to_done(vcpu);
 	kvm_vm_free(vm);
 
-	fd = open(argv[1], O_RDONLY | O_CLOEXEC);
-	TEST_ASSERT(fd >= 0, "open %s", argv[1]);
-	ret = syscall(SYS_finit_module, fd, "", 0);
-	TEST_ASSERT(!ret, "reloading %s: errno %d", argv[1], errno);
-	close(fd);
+	kvt_load_module(argv[1], "");
 	TEST_ASSERT_EQ(kvt_module_refcnt(), 0);
 	ksft_print_msg("unloaded with no VM, reloaded\n");
 	return 0;

@@ -196,23 +196,8 @@ static void on_sigusr1(int sig)
 {
 }
 
-/*
- * The guest waits for some interrupts in WFI, where a lost one would block
- * it for ever: give up after WATCHDOG_S seconds and say so.
- */
+/* The guest waits for interrupts in WFI: a lost one blocks it. */
 #define WATCHDOG_S	30
-
-static void join_or_fail(void **stage)
-{
-	struct timespec limit;
-	int ret;
-
-	clock_gettime(CLOCK_REALTIME, &limit);
-	limit.tv_sec += WATCHDOG_S;
-	ret = pthread_timedjoin_np(vcpu_thread, stage, &limit);
-	TEST_ASSERT(!ret, "vCPU did not finish in %d s: a timer interrupt was lost (guest in WFI)",
-		    WATCHDOG_S);
-}
 
 int main(int argc, char *argv[])
 {
@@ -239,7 +224,7 @@ int main(int argc, char *argv[])
 	pthread_create(&vcpu_thread, NULL, vcpu_main, NULL);
 	if (migrating)
 		kvt_migrator_start(&migrator, vcpu_thread);
-	join_or_fail(&stage);
+	kvt_join_or_fail(vcpu_thread, &stage, WATCHDOG_S, "deadlines");
 	if (migrating)
 		kvt_migrator_stop(&migrator);
 	TEST_ASSERT_EQ((long)stage, 2);

@@ -368,15 +368,8 @@ static void churn_guest(void)
 
 static void reload(const char *path)
 {
-	int fd, ret;
-
-	ret = syscall(SYS_delete_module, KVT_MODULE_NAME, O_NONBLOCK);
-	TEST_ASSERT(!ret, "unloading " KVT_MODULE_NAME " with no VM: errno %d", errno);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	TEST_ASSERT(fd >= 0, "open %s", path);
-	ret = syscall(SYS_finit_module, fd, "", 0);
-	TEST_ASSERT(!ret, "loading %s: errno %d", path, errno);
-	close(fd);
+	kvt_unload_module();
+	kvt_load_module(path, "");
 }
 
 static void churn_vms(u64 cycles, const char *module)

@@ -10,4 +10,7 @@
 #ifdef CONFIG_RISCV
 #include <asm/kvm_vcpu_timer.h>
 #endif
+#ifdef CONFIG_ARM64
+#include <kvm/arm_arch_timer.h>
+#endif
 #include "kvm_vtimer_shim.h"

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * C helpers of kvm_vtimer (shim/riscv.c): static inlines, macros and CSR
- * accesses that Rust cannot call directly, one thin function each.
+ * C helpers of kvm_vtimer (shim/common.c, shim/riscv.c, shim/arm64.c):
+ * static inlines, macros and register accesses that Rust cannot call
+ * directly, one thin function each.
  */
 #ifndef KVM_VTIMER_SHIM_H
 #define KVM_VTIMER_SHIM_H
@@ -13,9 +14,6 @@
 /* Backend registration; THIS_MODULE is only known to C. */
 int kvt_backend_register(const struct kvm_arch_timer_ops *ops);
 void kvt_backend_unregister(void);
-
-/* Module parameters. */
-u32 kvt_advance_max_ns(void);
 
 /* How a kick reaches a vCPU (for the statistics). */
 enum kvt_kick {
@@ -44,6 +42,7 @@ struct kvt_stats {
 
 /* Implemented in Rust: @priv is a vCPU's backend_priv. */
 void kvt_rust_vcpu_stats(void *priv, struct kvt_stats *out);
+bool kvt_rust_arm64_input_level(void *priv, bool phys);
 
 /* The VM's "vtimer" file in its KVM debugfs directory, made once. */
 void kvt_debugfs_add_vm(struct kvm_vcpu *vcpu);
@@ -62,11 +61,16 @@ void kvt_preempt_enable(void);
 void *kvt_vcpu_priv(struct kvm_vcpu *vcpu);
 void kvt_vcpu_set_priv(struct kvm_vcpu *vcpu, void *priv);
 bool kvt_vcpu_is_blocking(struct kvm_vcpu *vcpu);
+enum kvt_kick kvt_kick_kind(struct kvm_vcpu *vcpu);
 enum kvt_kick kvt_vcpu_kick(struct kvm_vcpu *vcpu);
+void kvt_vcpu_wake_up(struct kvm_vcpu *vcpu);
 void kvt_cpu_relax(void);
+unsigned long kvt_local_irq_save(void);
+void kvt_local_irq_restore(unsigned long flags);
 void kvt_pr_warn_ratelimited(const char *what, u64 value);
 
-/* RISC-V. */
+/* RISC-V (shim/riscv.c). */
+u32 kvt_advance_max_ns(void);
 bool kvt_riscv_has_sstc(void);
 u64 kvt_riscv_timebase(void);
 u64 kvt_riscv_host_cycles(void);
@@ -80,5 +84,34 @@ void kvt_riscv_timer_irq_raise_now(struct kvm_vcpu *vcpu);
 int kvt_riscv_timer_irq_clear(struct kvm_vcpu *vcpu);
 bool kvt_riscv_timer_irq_pending(struct kvm_vcpu *vcpu);
 bool kvt_riscv_timer_irq_enabled(struct kvm_vcpu *vcpu);
+
+/* arm64 (shim/arm64.c); @phys: the EL1 physical timer, else the virtual. */
+bool kvt_arm64_has_vhe(void);
+bool kvt_arm64_has_cntpoff(void);
+u64 kvt_arm64_counter(void);
+u64 kvt_arm64_counter_hz(void);
+u64 kvt_arm64_offset(struct kvm_vcpu *vcpu, bool phys);
+void kvt_arm64_set_offset(struct kvm_vcpu *vcpu, bool phys, u64 offset);
+bool kvt_arm64_offset_fixed(struct kvm_vcpu *vcpu);
+u64 kvt_arm64_ctl(struct kvm_vcpu *vcpu, bool phys);
+u64 kvt_arm64_cval(struct kvm_vcpu *vcpu, bool phys);
+void kvt_arm64_set_ctl(struct kvm_vcpu *vcpu, bool phys, u64 ctl);
+void kvt_arm64_set_cval(struct kvm_vcpu *vcpu, bool phys, u64 cval);
+void kvt_arm64_hw_load(struct kvm_vcpu *vcpu, bool phys, u64 ctl, u64 cval);
+void kvt_arm64_hw_save(struct kvm_vcpu *vcpu, bool phys, u64 *ctl, u64 *cval);
+u64 kvt_arm64_hw_ctl(bool phys);
+void kvt_arm64_set_traps(struct kvm_vcpu *vcpu);
+bool kvt_arm64_irqchip_in_kernel(struct kvm_vcpu *vcpu);
+bool kvt_arm64_nested(struct kvm_vcpu *vcpu);
+void kvt_arm64_irq_line(struct kvm_vcpu *vcpu, bool phys, bool level);
+bool kvt_arm64_irq_map_active(struct kvm_vcpu *vcpu, bool phys);
+void kvt_arm64_irq_map_reset(struct kvm_vcpu *vcpu, bool phys);
+void kvt_arm64_host_irq_set_active(struct kvm_vcpu *vcpu, bool phys,
+				   bool active);
+int kvt_arm64_irq_setup(struct kvm_vcpu *vcpu, bool map_phys);
+bool kvt_arm64_wfit_deadline(struct kvm_vcpu *vcpu, u64 *deadline);
+void kvt_arm64_user_lines(struct kvm_vcpu *vcpu, bool *virt, bool *phys);
+void kvt_arm64_set_user_lines(struct kvm_vcpu *vcpu, bool virt, bool phys);
+int kvt_arm64_one_reg(u64 regid, bool *phys, u32 *treg);
 
 #endif

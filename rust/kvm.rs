@@ -6,9 +6,11 @@ use core::ffi::c_void;
 use core::ptr::NonNull;
 
 use crate::bindings;
+#[cfg(CONFIG_RISCV)]
 use crate::timer::stats::Kick;
 
 /// A `enum kvt_kick` from the C helpers.
+#[cfg(CONFIG_RISCV)]
 pub(crate) fn kick_kind(kind: bindings::kvt_kick) -> Kick {
     match kind {
         bindings::kvt_kick_KVT_KICK_WOKEN => Kick::Woken,
@@ -63,6 +65,7 @@ impl Vcpu {
     }
 
     /// Kick the vCPU: wake it if blocked, make it exit if in the guest.
+    #[cfg(CONFIG_RISCV)]
     pub(crate) fn kick(self) -> Kick {
         // SAFETY: by the type invariant the vCPU is alive; `kvm_vcpu_kick`
         // may be called from any context.
@@ -84,6 +87,7 @@ pub(crate) fn this_cpu() -> u32 {
 }
 
 /// Pause in a busy-wait loop.
+#[cfg(CONFIG_RISCV)]
 pub(crate) fn relax() {
     // SAFETY: no preconditions.
     unsafe { bindings::kvt_cpu_relax() }
@@ -96,6 +100,7 @@ pub(crate) fn ktime_ns() -> u64 {
 }
 
 /// Run `f` with preemption disabled.
+#[cfg(CONFIG_RISCV)]
 pub(crate) fn without_preemption<R>(f: impl FnOnce() -> R) -> R {
     // SAFETY: paired with the enable below; `f` does not sleep (callers
     // only write CSRs and atomics).
@@ -103,6 +108,18 @@ pub(crate) fn without_preemption<R>(f: impl FnOnce() -> R) -> R {
     let r = f();
     // SAFETY: paired with the disable above.
     unsafe { bindings::kvt_preempt_enable() };
+    r
+}
+
+/// Run `f` with interrupts disabled on this CPU.
+#[cfg(CONFIG_ARM64)]
+pub(crate) fn without_irqs<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: paired with the restore below; `f` does not sleep (callers
+    // only access timer registers).
+    let flags = unsafe { bindings::kvt_local_irq_save() };
+    let r = f();
+    // SAFETY: restores what the save above returned, on the same CPU.
+    unsafe { bindings::kvt_local_irq_restore(flags) };
     r
 }
 

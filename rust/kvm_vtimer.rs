@@ -16,14 +16,20 @@ use kernel::prelude::*;
 mod bindings;
 pub mod timer;
 
-#[cfg(CONFIG_RISCV)]
+#[cfg(any(CONFIG_RISCV, CONFIG_ARM64))]
+mod backend;
+#[cfg(any(CONFIG_RISCV, CONFIG_ARM64))]
 mod hrtimer;
-#[cfg(CONFIG_RISCV)]
+#[cfg(any(CONFIG_RISCV, CONFIG_ARM64))]
 mod kvm;
 
 #[cfg(CONFIG_RISCV)]
 #[path = "arch/riscv.rs"]
 mod riscv;
+
+#[cfg(CONFIG_ARM64)]
+#[path = "arch/arm64.rs"]
+mod arm64;
 
 module! {
     type: KvmVtimer,
@@ -34,11 +40,13 @@ module! {
 }
 
 /// The module version, reported at load and unload.
-const VERSION: &str = "0.2.0";
+const VERSION: &str = "0.3.0";
 
 struct KvmVtimer {
     #[cfg(CONFIG_RISCV)]
     _backend: riscv::Backend,
+    #[cfg(CONFIG_ARM64)]
+    _backend: arm64::Backend,
 }
 
 impl kernel::Module for KvmVtimer {
@@ -54,7 +62,18 @@ impl kernel::Module for KvmVtimer {
             );
             Ok(KvmVtimer { _backend: backend })
         }
-        #[cfg(not(CONFIG_RISCV))]
+        #[cfg(CONFIG_ARM64)]
+        {
+            let backend = arm64::Backend::register()?;
+            pr_info!(
+                "version {} loaded: timer backend for new VMs ({}), KVM API {}\n",
+                VERSION,
+                arm64::Backend::mode_name(),
+                bindings::KVM_API_VERSION
+            );
+            Ok(KvmVtimer { _backend: backend })
+        }
+        #[cfg(not(any(CONFIG_RISCV, CONFIG_ARM64)))]
         {
             pr_info!(
                 "version {} loaded: no timer backend for this architecture yet, VMs use KVM's (KVM API {})\n",

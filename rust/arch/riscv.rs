@@ -15,20 +15,18 @@ use kernel::c_str;
 use kernel::ffi::{c_int, c_ulong};
 use kernel::prelude::*;
 
+use crate::backend::{write_stats, PerVcpu, Registration};
 use crate::bindings;
 use crate::hrtimer::{HasHrTimer, HrTimer, HrTimerCallback, HrTimerRestart};
 use crate::kvm::{self, Vcpu};
 use crate::timer::advance::Advance;
 use crate::timer::clock::Clock;
-use crate::timer::stats::{Kick, LATE_BUCKETS};
+use crate::timer::stats::Kick;
 use crate::timer::vcpu::{Expiry, Mode, Platform, Reg, RegError, VcpuTimer};
 
 /// The timer advance estimate new vCPUs start from: the last one a vCPU
 /// reached, so that a VM's vCPUs need not learn it again from nothing.
 static ADVANCE_SEED: AtomicU64 = AtomicU64::new(0);
-
-// `struct kvt_stats` (shim) and `Snapshot` have the same histogram.
-const _: () = assert!(bindings::KVT_LATE_BUCKETS as usize == LATE_BUCKETS);
 
 /// A vCPU's timer state, owned by KVM's `vcpu->arch.timer.backend_priv`
 /// from `vcpu_init` to `vcpu_deinit`.
@@ -157,22 +155,8 @@ impl Platform for Host<'_> {
     }
 }
 
-/// Run `f` on the state of `vcpu`; `default` if it has none (never expected:
-/// KVM calls no timer op outside init..deinit, but no path may panic).
-fn with_state<R>(vcpu: *mut bindings::kvm_vcpu, default: R, f: impl FnOnce(&VcpuState) -> R) -> R {
-    // SAFETY: KVM passes a live vCPU to every op.
-    let Some(vcpu) = (unsafe { Vcpu::from_raw(vcpu) }) else {
-        return default;
-    };
-    let state = vcpu.private().cast::<VcpuState>();
-    if state.is_null() {
-        return default;
-    }
-    // SAFETY: a non-null private pointer is the `VcpuState` that `vcpu_init`
-    // leaked and `vcpu_deinit` frees; KVM does not call another op of this
-    // vCPU concurrently with deinit.  Only shared references are made.
-    f(unsafe { &*state })
-}
+/// The vCPUs' states.
+type States = PerVcpu<VcpuState>;
 
 unsafe extern "C" fn vcpu_init(vcpu: *mut bindings::kvm_vcpu) -> c_int {
     // SAFETY: KVM passes the vCPU being created; it outlives its state,
@@ -200,17 +184,8 @@ unsafe extern "C" fn vcpu_init(vcpu: *mut bindings::kvm_vcpu) -> c_int {
         logic: VcpuTimer::new(mode, clock, advance),
         vcpu,
     });
-    match KBox::pin_init(init, GFP_KERNEL) {
-        Ok(state) => {
-            // SAFETY: the state is never moved: it is only reached through
-            // this pointer until `vcpu_deinit` rebuilds the box to drop it.
-            let raw = KBox::into_raw(unsafe { Pin::into_inner_unchecked(state) });
-            vcpu.set_private(raw.cast::<c_void>());
-            // SAFETY: KVM passes a vCPU of a VM whose debugfs directory, if
-            // any, exists until the VM is destroyed.
-            unsafe { bindings::kvt_debugfs_add_vm(vcpu.as_ptr()) };
-            0
-        }
+    match States::install(vcpu, init) {
+        Ok(()) => 0,
         Err(e) => e.to_errno(),
     }
 }
@@ -220,25 +195,19 @@ unsafe extern "C" fn vcpu_deinit(vcpu: *mut bindings::kvm_vcpu) {
     let Some(vcpu) = (unsafe { Vcpu::from_raw(vcpu) }) else {
         return;
     };
-    let state = vcpu.private().cast::<VcpuState>();
-    if state.is_null() {
+    let Some(state) = States::remove(vcpu) else {
         return;
-    }
-    vcpu.set_private(core::ptr::null_mut());
-    // SAFETY: `state` came from `KBox::into_raw` in `vcpu_init` and no other
-    // reference to it remains (KVM runs no other op of this vCPU now, and
-    // the VM's debugfs file, which reads it, is gone before its vCPUs).
-    // Dropping it cancels the hrtimer before freeing.
-    let state = unsafe { KBox::from_raw(state) };
+    };
     let learnt = state.logic.advance().ns();
     if learnt != 0 {
         ADVANCE_SEED.store(learnt, Ordering::Relaxed);
     }
+    // Dropping the state cancels the hrtimer before freeing.
     drop(state);
 }
 
 unsafe extern "C" fn vcpu_pre_enter(vcpu: *mut bindings::kvm_vcpu) {
-    with_state(vcpu, (), |s| s.logic.pre_enter(&Host(s)))
+    States::with(vcpu, (), |s| s.logic.pre_enter(&Host(s)))
 }
 
 /// The statistics of one vCPU, for the debugfs file (shim/riscv.c).
@@ -252,50 +221,36 @@ pub(crate) unsafe extern "C" fn kvt_rust_vcpu_stats(
     priv_: *mut c_void,
     out: *mut bindings::kvt_stats,
 ) {
-    if priv_.is_null() || out.is_null() {
-        return;
+    // SAFETY: by the function's contract.
+    if let Some(state) = unsafe { States::from_private(priv_) } {
+        let st = state.logic.stats().snapshot();
+        // SAFETY: the caller passes a writable `struct kvt_stats`.
+        unsafe { write_stats(&st, state.logic.advance().ns(), out) };
     }
-    // SAFETY: the caller passes the `VcpuState` of a live vCPU; only a
-    // shared reference is made.
-    let state = unsafe { &*priv_.cast::<VcpuState>() };
-    let st = state.logic.stats().snapshot();
-    let stats = bindings::kvt_stats {
-        irqs: st.irqs,
-        early: st.early,
-        wakeups: st.wakeups,
-        ipis: st.ipis,
-        starts: st.starts,
-        cancels: st.cancels,
-        migrations: st.migrations,
-        advance_ns: state.logic.advance().ns(),
-        late: st.late,
-    };
-    // SAFETY: the caller passes a writable `struct kvt_stats`.
-    unsafe { out.write(stats) };
 }
 
 unsafe extern "C" fn vcpu_reset(vcpu: *mut bindings::kvm_vcpu) {
-    with_state(vcpu, (), |s| s.logic.reset(&Host(s)))
+    States::with(vcpu, (), |s| s.logic.reset(&Host(s)))
 }
 
 unsafe extern "C" fn vcpu_load(vcpu: *mut bindings::kvm_vcpu) {
-    with_state(vcpu, (), |s| s.logic.load(&Host(s)))
+    States::with(vcpu, (), |s| s.logic.load(&Host(s)))
 }
 
 unsafe extern "C" fn vcpu_put(vcpu: *mut bindings::kvm_vcpu) {
-    with_state(vcpu, (), |s| s.logic.put(&Host(s)))
+    States::with(vcpu, (), |s| s.logic.put(&Host(s)))
 }
 
 unsafe extern "C" fn vcpu_sync(vcpu: *mut bindings::kvm_vcpu) {
-    with_state(vcpu, (), |s| s.logic.sync(&Host(s)))
+    States::with(vcpu, (), |s| s.logic.sync(&Host(s)))
 }
 
 unsafe extern "C" fn vcpu_pending(vcpu: *mut bindings::kvm_vcpu) -> bool {
-    with_state(vcpu, false, |s| s.logic.pending(&Host(s)))
+    States::with(vcpu, false, |s| s.logic.pending(&Host(s)))
 }
 
 unsafe extern "C" fn next_event(vcpu: *mut bindings::kvm_vcpu, ncycles: u64) -> c_int {
-    with_state(vcpu, EINVAL.to_errno(), |s| {
+    States::with(vcpu, EINVAL.to_errno(), |s| {
         s.logic.set_timer(&Host(s), ncycles);
         0
     })
@@ -305,7 +260,7 @@ unsafe extern "C" fn get_reg(vcpu: *mut bindings::kvm_vcpu, num: c_ulong, val: *
     let Some(reg) = Reg::from_num(num as u64) else {
         return ENOENT.to_errno();
     };
-    with_state(vcpu, EINVAL.to_errno(), |s| {
+    States::with(vcpu, EINVAL.to_errno(), |s| {
         let v = s.logic.get_reg(&Host(s), reg);
         // SAFETY: KVM passes a pointer to its local `u64`.
         unsafe { val.write(v) };
@@ -317,7 +272,7 @@ unsafe extern "C" fn set_reg(vcpu: *mut bindings::kvm_vcpu, num: c_ulong, val: u
     let Some(reg) = Reg::from_num(num as u64) else {
         return ENOENT.to_errno();
     };
-    with_state(vcpu, EINVAL.to_errno(), |s| {
+    States::with(vcpu, EINVAL.to_errno(), |s| {
         match s.logic.set_reg(&Host(s), reg, val) {
             Ok(()) => 0,
             Err(RegError::Invalid) => {
@@ -346,21 +301,13 @@ static OPS: bindings::kvm_arch_timer_ops = bindings::kvm_arch_timer_ops {
     set_reg: Some(set_reg),
 };
 
-/// The registered backend; unregistered on drop.
-///
-/// # Invariants
-///
-/// While it exists, `OPS` is KVM's registered timer backend.
-pub(crate) struct Backend(());
+/// The registered backend.
+pub(crate) struct Backend(Registration);
 
 impl Backend {
     /// Register with KVM: VMs created from now on use this timer.
     pub(crate) fn register() -> Result<Self> {
-        // SAFETY: `OPS` is a static; the registry keeps the pointer until
-        // `Backend::drop` unregisters it.
-        kernel::error::to_result(unsafe { bindings::kvt_backend_register(&OPS) })?;
-        // INVARIANT: registered just above.
-        Ok(Self(()))
+        Registration::new(&OPS).map(Self)
     }
 
     /// Which mode new vCPUs use on this host.
@@ -371,13 +318,5 @@ impl Backend {
         } else {
             "SBI set_timer + hrtimer"
         }
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        // SAFETY: registered by `register` (type invariant).  Module exit
-        // runs only when no VM holds the module, so no VM uses `OPS`.
-        unsafe { bindings::kvt_backend_unregister() }
     }
 }

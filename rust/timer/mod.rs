@@ -7,5 +7,6 @@
 
 pub mod advance;
 pub mod clock;
+pub mod el1;
 pub mod stats;
 pub mod vcpu;

@@ -1,0 +1,372 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The arm64 EL1 timers (`rust/timer/el1.rs`) against a simulated host:
+//! a counter that runs at 1 GHz (one tick per host ns), the vCPU's saved
+//! registers, the hardware timers of the CPU it is loaded on, the vGIC lines
+//! and one host timer.
+
+use std::cell::{Cell, RefCell};
+
+use kvm_vtimer_logic::timer::clock::Clock;
+use kvm_vtimer_logic::timer::el1::{
+    El1Timers, Error, Expiry, Placement, Platform, TimerReg, Which, CTL_ENABLE, CTL_IMASK,
+    CTL_ISTATUS,
+};
+
+fn idx(t: Which) -> usize {
+    match t {
+        Which::Virt => 0,
+        Which::Phys => 1,
+    }
+}
+
+#[derive(Default)]
+struct Sim {
+    now: Cell<u64>,
+    offset: [Cell<u64>; 2],
+    fixed: Cell<bool>,
+    saved: [Cell<(u64, u64)>; 2],
+    hw: [Cell<Option<(u64, u64)>>; 2],
+    line: [Cell<bool>; 2],
+    raises: [Cell<u32>; 2],
+    active: [Cell<bool>; 2],
+    timer: Cell<Option<u64>>,
+    wfit: Cell<Option<u64>>,
+    woken: Cell<u32>,
+    blocking: Cell<bool>,
+    irqs_off: Cell<bool>,
+    in_put: Cell<bool>,
+    log: RefCell<Vec<String>>,
+}
+
+impl Sim {
+    fn guest_now(&self, t: Which) -> u64 {
+        self.now.get() - self.offset[idx(t)].get()
+    }
+
+    fn line(&self, t: Which) -> bool {
+        self.line[idx(t)].get()
+    }
+
+    fn raises(&self, t: Which) -> u32 {
+        self.raises[idx(t)].get()
+    }
+}
+
+impl Platform for Sim {
+    fn counter(&self) -> u64 {
+        self.now.get()
+    }
+    fn host_ns(&self) -> u64 {
+        self.now.get()
+    }
+    fn offset(&self, t: Which) -> u64 {
+        self.offset[idx(t)].get()
+    }
+    fn set_offset(&self, t: Which, offset: u64) {
+        self.offset[idx(t)].set(offset)
+    }
+    fn offset_fixed(&self) -> bool {
+        self.fixed.get()
+    }
+    fn ctl(&self, t: Which) -> u64 {
+        self.saved[idx(t)].get().0
+    }
+    fn cval(&self, t: Which) -> u64 {
+        self.saved[idx(t)].get().1
+    }
+    fn set_ctl(&self, t: Which, ctl: u64) {
+        let (_, cval) = self.saved[idx(t)].get();
+        self.saved[idx(t)].set((ctl, cval));
+    }
+    fn set_cval(&self, t: Which, cval: u64) {
+        let (ctl, _) = self.saved[idx(t)].get();
+        self.saved[idx(t)].set((ctl, cval));
+    }
+    fn hw_load(&self, t: Which, ctl: u64, cval: u64) {
+        assert!(self.irqs_off.get(), "hardware loaded with interrupts on");
+        self.hw[idx(t)].set(Some((ctl, cval)));
+    }
+    fn hw_save(&self, t: Which) -> (u64, u64) {
+        assert!(self.irqs_off.get(), "hardware saved with interrupts on");
+        let (ctl, cval) = self.hw[idx(t)].take().expect("saving an unloaded timer");
+        (ctl, cval)
+    }
+    fn hw_ctl(&self, t: Which) -> u64 {
+        let (ctl, cval) = self.hw[idx(t)].get().expect("reading an unloaded timer");
+        if cval <= self.guest_now(t) {
+            ctl | CTL_ISTATUS
+        } else {
+            ctl
+        }
+    }
+    fn set_traps(&self) {}
+    fn irqchip_in_kernel(&self) -> bool {
+        true
+    }
+    fn irq_line(&self, t: Which, level: bool) {
+        assert!(
+            !self.in_put.get(),
+            "a line driven from put (a wakeup in the scheduler)"
+        );
+        if level && !self.line[idx(t)].get() {
+            self.raises[idx(t)].set(self.raises[idx(t)].get() + 1);
+            // A raise must never come before the deadline.
+            let (ctl, cval) = self.hw[idx(t)].get().unwrap_or(self.saved[idx(t)].get());
+            assert!(
+                ctl & CTL_ENABLE != 0 && ctl & CTL_IMASK == 0,
+                "raised a disabled timer"
+            );
+            assert!(cval <= self.guest_now(t), "raised before the deadline");
+        }
+        self.line[idx(t)].set(level);
+    }
+    fn irq_map_active(&self, _t: Which) -> bool {
+        false
+    }
+    fn host_irq_set_active(&self, t: Which, active: bool) {
+        self.active[idx(t)].set(active)
+    }
+    fn irq_map_reset(&self, t: Which) {
+        self.line[idx(t)].set(false)
+    }
+    fn irq_setup(&self, direct: &[Which]) -> Result<(), Error> {
+        self.log.borrow_mut().push(format!("setup {direct:?}"));
+        Ok(())
+    }
+    fn nested(&self) -> bool {
+        false
+    }
+    fn timer_start(&self, expires_ns: u64) {
+        self.timer.set(Some(expires_ns))
+    }
+    fn timer_cancel(&self) -> bool {
+        self.timer.take().is_some()
+    }
+    fn wfit_deadline(&self) -> Option<u64> {
+        self.wfit.get()
+    }
+    fn wake(&self) {
+        self.woken.set(self.woken.get() + 1)
+    }
+    fn is_blocking(&self) -> bool {
+        self.blocking.get()
+    }
+    fn cpu(&self) -> u32 {
+        0
+    }
+    fn atomic<R>(&self, f: impl FnOnce() -> R) -> R {
+        let was = self.irqs_off.replace(true);
+        let r = f();
+        self.irqs_off.set(was);
+        r
+    }
+}
+
+fn timers(phys: Placement) -> (Sim, El1Timers) {
+    let sim = Sim::default();
+    sim.now.set(1_000_000);
+    let t = El1Timers::new(Clock::new(1_000_000_000).unwrap(), phys);
+    t.enable(&sim).unwrap();
+    (sim, t)
+}
+
+/// Run the host timer as the hrtimer core would, until it stops.
+fn run_host_timer(sim: &Sim, t: &El1Timers) {
+    while let Some(at) = sim.timer.get() {
+        sim.now.set(sim.now.get().max(at));
+        match t.expired(sim) {
+            Expiry::Done => sim.timer.set(None),
+            Expiry::Again(ns) => {
+                assert!(ns > at, "re-armed without progress");
+                sim.timer.set(Some(ns));
+            }
+        }
+    }
+}
+
+/// Put, as the scheduler's sched-out runs it: no line may change there.
+fn put(sim: &Sim, t: &El1Timers) {
+    sim.in_put.set(true);
+    t.put(sim);
+    sim.in_put.set(false);
+}
+
+#[test]
+fn first_run_maps_only_direct_timers() {
+    let (sim, _) = timers(Placement::Direct);
+    let (sim2, _) = timers(Placement::Emulated);
+    assert_eq!(sim.log.borrow().as_slice(), ["setup [Virt, Phys]"]);
+    assert_eq!(sim2.log.borrow().as_slice(), ["setup [Virt]"]);
+}
+
+#[test]
+fn blocked_vcpu_wakes_at_the_earliest_deadline_once() {
+    for phys in [Placement::Direct, Placement::Emulated] {
+        let (sim, t) = timers(phys);
+        t.load(&sim);
+        let now = sim.guest_now(Which::Virt);
+        t.guest_write(&sim, Which::Virt, TimerReg::Cval, now + 5000);
+        t.guest_write(&sim, Which::Virt, TimerReg::Ctl, CTL_ENABLE);
+        t.guest_write(&sim, Which::Phys, TimerReg::Tval, 3000);
+        t.guest_write(&sim, Which::Phys, TimerReg::Ctl, CTL_ENABLE);
+        sim.blocking.set(true);
+        put(&sim, &t);
+        // The physical timer is earlier: the host timer is at its deadline.
+        assert_eq!(sim.timer.get(), Some(sim.now.get() + 3000));
+        // The host clock fires a little early: the callback waits again.
+        sim.now.set(sim.now.get() + 2999);
+        assert_eq!(t.expired(&sim), Expiry::Again(sim.now.get() + 1));
+        run_host_timer(&sim, &t);
+        assert!(sim.line(Which::Phys));
+        assert_eq!((sim.raises(Which::Phys), sim.raises(Which::Virt)), (1, 0));
+        // The vCPU wakes and loads: the virtual timer is not due yet.
+        sim.blocking.set(false);
+        t.load(&sim);
+        assert!(!sim.line(Which::Virt));
+        assert_eq!(sim.raises(Which::Phys), 1);
+    }
+}
+
+#[test]
+fn masked_or_disabled_timers_arm_nothing() {
+    let (sim, t) = timers(Placement::Direct);
+    t.load(&sim);
+    t.guest_write(&sim, Which::Virt, TimerReg::Tval, 10);
+    t.guest_write(&sim, Which::Virt, TimerReg::Ctl, CTL_ENABLE | CTL_IMASK);
+    sim.blocking.set(true);
+    put(&sim, &t);
+    assert_eq!(sim.timer.get(), None);
+    sim.now.set(sim.now.get() + 100);
+    t.load(&sim);
+    assert_eq!(sim.raises(Which::Virt), 0);
+}
+
+#[test]
+fn emulated_timer_fires_while_loaded_and_follows_the_vcpu() {
+    let (sim, t) = timers(Placement::Emulated);
+    t.load(&sim);
+    t.guest_write(&sim, Which::Phys, TimerReg::Tval, 700);
+    t.guest_write(&sim, Which::Phys, TimerReg::Ctl, CTL_ENABLE);
+    assert_eq!(sim.timer.get(), Some(sim.now.get() + 700));
+    // Put (preempted, not blocking): the host timer is cancelled...
+    put(&sim, &t);
+    assert_eq!(sim.timer.get(), None);
+    // ...and re-armed at the next load.
+    t.load(&sim);
+    assert_eq!(sim.timer.get().is_some(), true);
+    run_host_timer(&sim, &t);
+    assert_eq!(sim.raises(Which::Phys), 1);
+    // Reading CTL shows ISTATUS; TVAL counts down past zero.
+    assert_eq!(
+        t.read(&sim, Which::Phys, TimerReg::Ctl),
+        CTL_ENABLE | CTL_ISTATUS
+    );
+    sim.now.set(sim.now.get() + 5);
+    assert_eq!(
+        t.read(&sim, Which::Phys, TimerReg::Tval),
+        u64::from((-5i32) as u32)
+    );
+    // Disabling lowers the line.
+    t.guest_write(&sim, Which::Phys, TimerReg::Ctl, 0);
+    assert!(!sim.line(Which::Phys));
+}
+
+#[test]
+fn load_raises_a_deadline_passed_while_put() {
+    let (sim, t) = timers(Placement::Direct);
+    t.load(&sim);
+    t.guest_write(&sim, Which::Virt, TimerReg::Tval, 100);
+    t.guest_write(&sim, Which::Virt, TimerReg::Ctl, CTL_ENABLE);
+    put(&sim, &t);
+    sim.now.set(sim.now.get() + 100);
+    t.load(&sim);
+    assert!(sim.line(Which::Virt));
+    // The host's interrupt stays active while the guest has the line.
+    assert!(sim.active[0].get());
+    // The loaded hardware raises nothing new: the host interrupt handler
+    // keeps the line up, the count of rising edges stays 1.
+    t.host_irq(&sim, Which::Virt);
+    assert_eq!(sim.raises(Which::Virt), 1);
+}
+
+#[test]
+fn one_reg_restore_of_an_armed_timer_and_offset_changes() {
+    let (sim, t) = timers(Placement::Direct);
+    // Userspace restores an armed virtual timer (vCPU not loaded).
+    t.user_write(&sim, Which::Virt, TimerReg::Cnt, 10_000)
+        .unwrap();
+    assert_eq!(t.read(&sim, Which::Virt, TimerReg::Cnt), 10_000);
+    t.user_write(&sim, Which::Virt, TimerReg::Cval, 12_000)
+        .unwrap();
+    t.user_write(&sim, Which::Virt, TimerReg::Ctl, CTL_ENABLE | CTL_ISTATUS)
+        .unwrap();
+    assert_eq!(t.read(&sim, Which::Virt, TimerReg::Ctl), CTL_ENABLE);
+    t.load(&sim);
+    assert!(!sim.line(Which::Virt));
+    put(&sim, &t);
+    // The counter jumps past the deadline: raised at the next load.
+    t.user_write(&sim, Which::Virt, TimerReg::Cnt, 12_500)
+        .unwrap();
+    t.load(&sim);
+    assert!(sim.line(Which::Virt));
+    put(&sim, &t);
+    // With the VM's offset fixed by the ioctl, counter writes are ignored.
+    sim.fixed.set(true);
+    t.user_write(&sim, Which::Virt, TimerReg::Cnt, 1).unwrap();
+    assert!(t.read(&sim, Which::Virt, TimerReg::Cnt) >= 12_500);
+    // RES0 bits of CTL are refused; TVAL is no ONE_REG register.
+    assert_eq!(
+        t.user_write(&sim, Which::Phys, TimerReg::Ctl, 8),
+        Err(Error::Invalid)
+    );
+    assert_eq!(
+        t.user_write(&sim, Which::Phys, TimerReg::Tval, 8),
+        Err(Error::Invalid)
+    );
+    assert_eq!(t.read(&sim, Which::Phys, TimerReg::Ctl) & CTL_ENABLE, 0);
+}
+
+#[test]
+fn blocking_with_a_due_timer_raises_from_the_host_timer_only() {
+    for phys in [Placement::Direct, Placement::Emulated] {
+        let (sim, t) = timers(phys);
+        t.load(&sim);
+        t.guest_write(&sim, Which::Phys, TimerReg::Tval, 50);
+        t.guest_write(&sim, Which::Phys, TimerReg::Ctl, CTL_ENABLE);
+        // The deadline passes with the host timer's interrupt not yet taken.
+        sim.now.set(sim.now.get() + 60);
+        sim.blocking.set(true);
+        put(&sim, &t);
+        assert!(!sim.line(Which::Phys));
+        assert_eq!(sim.timer.get(), Some(sim.now.get()));
+        run_host_timer(&sim, &t);
+        assert_eq!(sim.raises(Which::Phys), 1);
+    }
+}
+
+#[test]
+fn wfit_wakes_without_a_timer() {
+    let (sim, t) = timers(Placement::Direct);
+    t.load(&sim);
+    sim.wfit.set(Some(sim.guest_now(Which::Virt) + 400));
+    assert!(!t.pending(&sim));
+    sim.blocking.set(true);
+    put(&sim, &t);
+    run_host_timer(&sim, &t);
+    assert_eq!(sim.woken.get(), 1);
+    assert!(t.pending(&sim));
+}
+
+#[test]
+fn reset_disables_and_lowers() {
+    let (sim, t) = timers(Placement::Emulated);
+    t.load(&sim);
+    t.guest_write(&sim, Which::Phys, TimerReg::Tval, 0);
+    t.guest_write(&sim, Which::Phys, TimerReg::Ctl, CTL_ENABLE);
+    assert!(sim.line(Which::Phys));
+    put(&sim, &t);
+    t.reset(&sim);
+    assert!(!sim.line(Which::Phys));
+    assert_eq!(sim.ctl(Which::Phys), 0);
+    assert_eq!(sim.timer.get(), None);
+}

@@ -1,0 +1,689 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The per-vCPU arm64 EL1 timers (virtual and physical), as a state machine
+//! over a [`Platform`].
+//!
+//! Each timer is [`Placement::Direct`] (the guest programs the hardware
+//! timer while the vCPU is loaded; the host's interrupt for it comes to
+//! [`El1Timers::host_irq`]) or [`Placement::Emulated`] (every guest access
+//! traps; a host timer raises the interrupt).  The virtual timer is always
+//! direct; the physical timer is direct on VHE hosts and emulated on nVHE
+//! hosts, where the host kernel owns the hardware physical timer.
+//!
+//! The guest's registers stay in the vCPU's system registers while it is
+//! not loaded ([`Platform::ctl`], [`Platform::cval`]); a direct timer's live
+//! copy is the hardware's from load to put.  Compare values are kept in the
+//! guest's view of its counter: host counter minus the VM's offset for that
+//! timer ([`Platform::offset`]).
+//!
+//! One host timer per vCPU, started on the vCPU's CPU:
+//! - while the vCPU is loaded it watches the emulated timers;
+//! - when the vCPU is put to block (WFI, WFIT), it watches every timer that
+//!   can fire, and the WFIT deadline, so the vCPU wakes at the earliest one.
+//!
+//! Its callback ([`El1Timers::expired`]) raises the timer's interrupt line
+//! in the vGIC, which kicks or wakes the vCPU.  As on RISC-V, the vCPU
+//! thread cancels the host timer (waiting for a running callback) before it
+//! changes what the callback reads, and starts it after.
+
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+
+use super::clock::Clock;
+use super::stats::Stats;
+
+/// `CNT*_CTL_EL0.ENABLE`.
+pub const CTL_ENABLE: u64 = 1 << 0;
+/// `CNT*_CTL_EL0.IMASK`.
+pub const CTL_IMASK: u64 = 1 << 1;
+/// `CNT*_CTL_EL0.ISTATUS` (read-only).
+pub const CTL_ISTATUS: u64 = 1 << 2;
+/// The bits a `CTL` register has; the others are RES0.
+const CTL_BITS: u64 = CTL_ENABLE | CTL_IMASK | CTL_ISTATUS;
+
+/// The host timer's scope bit for the WFIT deadline.
+const SCOPE_WFIT: u8 = 1 << 2;
+
+/// One of the two EL1 timers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Which {
+    /// The virtual timer (`CNTV_*`), counting the virtual counter.
+    Virt,
+    /// The physical timer (`CNTP_*`), counting the physical counter.
+    Phys,
+}
+
+impl Which {
+    /// Both timers.
+    pub const ALL: [Which; 2] = [Which::Virt, Which::Phys];
+
+    fn idx(self) -> usize {
+        match self {
+            Which::Virt => 0,
+            Which::Phys => 1,
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << self.idx()
+    }
+}
+
+/// Where a timer runs while its vCPU is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// In the hardware timer, which the guest programs.
+    Direct,
+    /// Trapped accesses and a host timer.
+    Emulated,
+}
+
+/// A timer register, as a trapped access or ONE_REG names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerReg {
+    /// The counter the timer compares against.
+    Cnt,
+    /// The compare value.
+    Cval,
+    /// The 32-bit signed distance to the compare value.
+    Tval,
+    /// Control: enable, mask, status.
+    Ctl,
+}
+
+/// Why a ONE_REG write or the first run was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// A value the register cannot take (`-EINVAL`).
+    Invalid,
+    /// The timer interrupts are not valid PPIs of this VM (`-EINVAL`).
+    BadIrqs,
+    /// Nested virtualization: not handled by this backend (`-EINVAL`).
+    Nested,
+    /// Mapping the timer interrupts failed: the kernel's error code.
+    Map(i32),
+}
+
+/// What the host timer callback tells the hrtimer core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// Done; the timer stays idle.
+    Done,
+    /// Run again at this absolute host time (ns).
+    Again(u64),
+}
+
+/// What the timers need from the host.
+pub trait Platform {
+    /// The host's physical counter.
+    fn counter(&self) -> u64;
+    /// Host monotonic time in ns, the clock of the host timer.
+    fn host_ns(&self) -> u64;
+    /// The VM's offset of `t`'s counter from the host counter.
+    fn offset(&self, t: Which) -> u64;
+    /// Set it (a ONE_REG write of the counter).
+    fn set_offset(&self, t: Which, offset: u64);
+    /// Whether userspace fixed the VM's offsets (`KVM_ARM_SET_COUNTER_OFFSET`):
+    /// ONE_REG counter writes are then ignored.
+    fn offset_fixed(&self) -> bool;
+
+    /// The vCPU's saved `CTL` of `t`.
+    fn ctl(&self, t: Which) -> u64;
+    /// The vCPU's saved `CVAL` of `t`, guest view.
+    fn cval(&self, t: Which) -> u64;
+    /// Save `CTL` of `t`.
+    fn set_ctl(&self, t: Which, ctl: u64);
+    /// Save `CVAL` of `t`.
+    fn set_cval(&self, t: Which, cval: u64);
+
+    /// Load direct timer `t` into the hardware (with the counter offset);
+    /// interrupts off, this vCPU on this CPU.
+    fn hw_load(&self, t: Which, ctl: u64, cval: u64);
+    /// Read direct timer `t` back (`CTL`, guest-view `CVAL`) and stop it;
+    /// interrupts off, this vCPU loaded here.
+    fn hw_save(&self, t: Which) -> (u64, u64);
+    /// The live `CTL` of direct timer `t` (ISTATUS included).
+    fn hw_ctl(&self, t: Which) -> u64;
+    /// Set the counter and timer traps for the VM's offsets (VHE).
+    fn set_traps(&self);
+
+    /// Whether the VM has the in-kernel vGIC (else userspace gets the lines).
+    fn irqchip_in_kernel(&self) -> bool;
+    /// Drive `t`'s interrupt line in the vGIC; the vGIC kicks or wakes the
+    /// vCPU.  No-op with a userspace irqchip.
+    fn irq_line(&self, t: Which, level: bool);
+    /// Whether the guest has `t`'s mapped interrupt active in the vGIC.
+    fn irq_map_active(&self, t: Which) -> bool;
+    /// Set the active state of the host's interrupt of direct timer `t`.
+    fn host_irq_set_active(&self, t: Which, active: bool);
+    /// Reset the vGIC state of `t`'s mapped interrupt.
+    fn irq_map_reset(&self, t: Which);
+    /// Claim the timers' PPIs (distinct, owned by us) and map the direct
+    /// ones to the host's interrupts; first run, in-kernel vGIC only.
+    fn irq_setup(&self, direct: &[Which]) -> Result<(), Error>;
+    /// Whether the vCPU has nested virtualization.
+    fn nested(&self) -> bool;
+
+    /// Start the vCPU's host timer at absolute `expires_ns`, on this CPU.
+    fn timer_start(&self, expires_ns: u64);
+    /// Stop it; waits for a callback running elsewhere.  Whether it was
+    /// started.
+    fn timer_cancel(&self) -> bool;
+    /// The WFIT deadline (virtual counter) if the vCPU waits in WFIT.
+    fn wfit_deadline(&self) -> Option<u64>;
+    /// Wake the blocked vCPU.
+    fn wake(&self);
+    /// Whether the vCPU is about to block.
+    fn is_blocking(&self) -> bool;
+    /// The CPU this runs on.
+    fn cpu(&self) -> u32;
+    /// Run `f` with interrupts off (no load/put, no host interrupt).
+    fn atomic<R>(&self, f: impl FnOnce() -> R) -> R;
+}
+
+/// Whether a timer with `ctl` can raise its interrupt at all.
+pub fn can_fire(ctl: u64) -> bool {
+    ctl & (CTL_ENABLE | CTL_IMASK) == CTL_ENABLE
+}
+
+/// `CTL` as the guest reads it: ISTATUS set once the counter reached the
+/// compare value (also when disabled, as KVM has always reported it).
+pub fn ctl_with_status(ctl: u64, cval: u64, now: u64) -> u64 {
+    let ctl = ctl & !CTL_ISTATUS;
+    if cval <= now {
+        ctl | CTL_ISTATUS
+    } else {
+        ctl
+    }
+}
+
+/// `TVAL` as the guest reads it: `CVAL - count`, low 32 bits.
+pub fn tval(cval: u64, now: u64) -> u64 {
+    cval.wrapping_sub(now) & u64::from(u32::MAX)
+}
+
+/// The `CVAL` a `TVAL` write sets: `count + sign_extend(tval[31:0])`.
+pub fn cval_from_tval(tval: u64, now: u64) -> u64 {
+    // Truncate to 32 bits, then sign-extend: the architecture's TVAL.
+    let t = tval as u32 as i32;
+    now.wrapping_add(t as i64 as u64)
+}
+
+/// The two EL1 timers of one vCPU.
+///
+/// # Invariants
+///
+/// - `loaded` is true only while `enabled`, between a load and the next put;
+///   the direct timers' registers are then in the hardware.
+/// - The host timer is started only while `scope` is not 0, and on the CPU
+///   the vCPU was on when it was started.
+/// - `level[t]` is the line level last driven for `t`.
+#[derive(Debug)]
+pub struct El1Timers {
+    clock: Clock,
+    place: [Placement; 2],
+    enabled: AtomicBool,
+    loaded: AtomicBool,
+    level: [AtomicBool; 2],
+    scope: AtomicU8,
+    timer_cpu: AtomicU32,
+    stats: Stats,
+}
+
+impl El1Timers {
+    /// The timers of a new vCPU; the physical one at `phys`.
+    pub fn new(clock: Clock, phys: Placement) -> Self {
+        Self {
+            clock,
+            place: [Placement::Direct, phys],
+            enabled: AtomicBool::new(false),
+            loaded: AtomicBool::new(false),
+            level: [AtomicBool::new(false), AtomicBool::new(false)],
+            scope: AtomicU8::new(0),
+            timer_cpu: AtomicU32::new(0),
+            stats: Stats::new(),
+        }
+    }
+
+    /// The statistics.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Where timer `t` runs.
+    pub fn placement(&self, t: Which) -> Placement {
+        self.place[t.idx()]
+    }
+
+    /// Whether the first run set the timers up.
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    fn direct(&self, t: Which) -> bool {
+        self.placement(t) == Placement::Direct
+    }
+
+    fn live(&self, t: Which) -> bool {
+        self.direct(t) && self.loaded.load(Ordering::Relaxed)
+    }
+
+    /// The guest's view of `t`'s counter now.
+    pub fn now<P: Platform>(&self, p: &P, t: Which) -> u64 {
+        p.counter().wrapping_sub(p.offset(t))
+    }
+
+    /// `t`'s registers (`CTL`, `CVAL`), wherever they are.
+    fn regs<P: Platform>(&self, p: &P, t: Which) -> (u64, u64) {
+        if self.live(t) {
+            p.atomic(|| {
+                let (ctl, cval) = p.hw_save(t);
+                p.hw_load(t, ctl, cval);
+                (ctl, cval)
+            })
+        } else {
+            (p.ctl(t), p.cval(t))
+        }
+    }
+
+    /// Whether `t`'s interrupt condition holds now.
+    pub fn should_fire<P: Platform>(&self, p: &P, t: Which) -> bool {
+        if self.live(t) {
+            let ctl = p.hw_ctl(t);
+            return can_fire(ctl) && ctl & CTL_ISTATUS != 0;
+        }
+        let ctl = p.ctl(t);
+        can_fire(ctl) && p.cval(t) <= self.now(p, t)
+    }
+
+    /// Host ns until the saved `t` fires; `None` if it cannot.
+    fn saved_delay_ns<P: Platform>(&self, p: &P, t: Which) -> Option<u64> {
+        if !can_fire(p.ctl(t)) {
+            return None;
+        }
+        Some(self.delay_ns(p.cval(t), self.now(p, t)))
+    }
+
+    fn delay_ns(&self, deadline: u64, now: u64) -> u64 {
+        if deadline <= now {
+            0
+        } else {
+            self.clock.cycles_to_ns_ceil(deadline - now)
+        }
+    }
+
+    /// Drive `t`'s line; counts rising edges.
+    fn set_level<P: Platform>(&self, p: &P, t: Which, level: bool) {
+        let was = self.level[t.idx()].swap(level, Ordering::Relaxed);
+        if level && !was {
+            self.stats.irq(false);
+        }
+        // Also when unchanged: the vGIC resamples a mapped level interrupt
+        // on the guest's EOI, so its line may be lower than ours.
+        p.irq_line(t, level);
+    }
+
+    /// The line level last driven for `t`.
+    pub fn level(&self, t: Which) -> bool {
+        self.level[t.idx()].load(Ordering::Relaxed)
+    }
+
+    fn cancel<P: Platform>(&self, p: &P) {
+        if p.timer_cancel() {
+            self.stats.cancel();
+        }
+        self.scope.store(0, Ordering::Relaxed);
+    }
+
+    fn start<P: Platform>(&self, p: &P, scope: u8, delay_ns: u64) {
+        let cpu = p.cpu();
+        if self.timer_cpu.swap(cpu, Ordering::Relaxed) != cpu {
+            self.stats.migration();
+        }
+        self.scope.store(scope, Ordering::Relaxed);
+        self.stats.start();
+        // Saturate at ktime_t's end (`i64::MAX` ns).
+        let at = p.host_ns().saturating_add(delay_ns).min(i64::MAX as u64);
+        p.timer_start(at);
+    }
+
+    /// The earliest host delay over `scope`, `None` if nothing in it can
+    /// fire; `fire` is called for each timer whose condition holds now.
+    fn scan<P: Platform>(&self, p: &P, scope: u8, mut fire: impl FnMut(Which)) -> Option<u64> {
+        let mut next: Option<u64> = None;
+        for t in Which::ALL {
+            if scope & t.bit() == 0 {
+                continue;
+            }
+            match self.saved_delay_ns(p, t) {
+                Some(0) => fire(t),
+                Some(ns) => next = Some(next.map_or(ns, |n| n.min(ns))),
+                None => {}
+            }
+        }
+        if scope & SCOPE_WFIT != 0 {
+            if let Some(d) = p.wfit_deadline() {
+                let ns = self.delay_ns(d, self.now(p, Which::Virt));
+                if ns != 0 {
+                    next = Some(next.map_or(ns, |n| n.min(ns)));
+                }
+            }
+        }
+        next
+    }
+
+    /// An emulated timer after a change or at load: drive its line, and
+    /// watch it with the host timer if it will fire later.
+    fn emulate<P: Platform>(&self, p: &P, t: Which) {
+        let fire = self.should_fire(p, t);
+        self.set_level(p, t, fire);
+        if fire {
+            return;
+        }
+        if let Some(ns) = self.saved_delay_ns(p, t) {
+            self.start(p, t.bit(), ns);
+        }
+    }
+
+    /// The vCPU's first run.
+    pub fn enable<P: Platform>(&self, p: &P) -> Result<(), Error> {
+        if self.enabled() {
+            return Ok(());
+        }
+        if p.nested() {
+            return Err(Error::Nested);
+        }
+        if p.irqchip_in_kernel() {
+            let mut direct = [Which::Virt; 2];
+            let mut n = 0;
+            for t in Which::ALL {
+                if self.direct(t) {
+                    direct[n] = t;
+                    n += 1;
+                }
+            }
+            p.irq_setup(&direct[..n])?;
+        }
+        self.enabled.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// vCPU load (sched-in or ioctl), preemption disabled.
+    pub fn load<P: Platform>(&self, p: &P) {
+        if !self.enabled() {
+            return;
+        }
+        // The host timer was armed on the CPU the vCPU left, or watches a
+        // timer that is about to be loaded: stop it first.
+        self.cancel(p);
+        for t in Which::ALL {
+            if !self.direct(t) {
+                continue;
+            }
+            // The line as the saved registers say, so that it matches the
+            // state about to be loaded; an expiry in between is taken by
+            // the host interrupt anyway.
+            let fire = self.should_fire(p, t);
+            self.set_level(p, t, fire);
+            // The host's interrupt stays active while the guest has the
+            // line (or the mapped interrupt) active, so that it does not
+            // interrupt the host again for the same expiry.
+            let active = fire || (p.irqchip_in_kernel() && p.irq_map_active(t));
+            p.host_irq_set_active(t, active);
+        }
+        p.atomic(|| {
+            for t in Which::ALL {
+                if self.direct(t) {
+                    p.hw_load(t, p.ctl(t), p.cval(t));
+                }
+            }
+            self.loaded.store(true, Ordering::Relaxed);
+        });
+        for t in Which::ALL {
+            if !self.direct(t) {
+                self.emulate(p, t);
+            }
+        }
+        p.set_traps();
+    }
+
+    /// vCPU put (sched-out or ioctl), preemption disabled.
+    pub fn put<P: Platform>(&self, p: &P) {
+        if !self.enabled() {
+            return;
+        }
+        p.atomic(|| {
+            if !self.loaded.swap(false, Ordering::Relaxed) {
+                return;
+            }
+            for t in Which::ALL {
+                if self.direct(t) {
+                    let (ctl, cval) = p.hw_save(t);
+                    p.set_ctl(t, ctl & !CTL_ISTATUS);
+                    p.set_cval(t, cval);
+                }
+            }
+        });
+        // The emulated timer's host timer follows the vCPU: re-armed at
+        // the next load, on that CPU.
+        self.cancel(p);
+        if p.is_blocking() {
+            self.block(p);
+        }
+    }
+
+    /// The vCPU blocks: wake it at its earliest timer or WFIT deadline.
+    ///
+    /// Only the host timer may raise a line here, never this function:
+    /// put runs in the scheduler's switch away from the vCPU thread, where
+    /// waking that thread (as a raised line does, through the vGIC's kick)
+    /// would mark it running after it left the run queue, and it would
+    /// never run again.  A timer already due gets a host timer at "now",
+    /// whose callback runs once the switch is over.
+    fn block<P: Platform>(&self, p: &P) {
+        let scope = Which::Virt.bit() | Which::Phys.bit() | SCOPE_WFIT;
+        let mut due = false;
+        let next = self.scan(p, scope, |_| due = true);
+        match (due, next) {
+            (true, _) => self.start(p, scope, 0),
+            (false, Some(ns)) => self.start(p, scope, ns),
+            (false, None) => {}
+        }
+    }
+
+    /// The host timer's callback.
+    pub fn expired<P: Platform>(&self, p: &P) -> Expiry {
+        let scope = self.scope.load(Ordering::Relaxed);
+        let mut fired = false;
+        let next = self.scan(p, scope, |t| {
+            self.set_level(p, t, true);
+            fired = true;
+        });
+        if fired {
+            return Expiry::Done;
+        }
+        if scope & SCOPE_WFIT != 0 {
+            if let Some(d) = p.wfit_deadline() {
+                if d <= self.now(p, Which::Virt) {
+                    p.wake();
+                    return Expiry::Done;
+                }
+            }
+        }
+        match next {
+            // Early (the host clock ran ahead of the counter): again.
+            Some(ns) => Expiry::Again(p.host_ns().saturating_add(ns).min(i64::MAX as u64)),
+            None => Expiry::Done,
+        }
+    }
+
+    /// The host interrupt of direct timer `t` while loaded (hard IRQ).
+    pub fn host_irq<P: Platform>(&self, p: &P, t: Which) {
+        if self.live(t) && self.should_fire(p, t) {
+            self.set_level(p, t, true);
+        }
+    }
+
+    /// The vGIC resamples `t`'s mapped line (the guest's EOI).
+    pub fn input_level<P: Platform>(&self, p: &P, t: Which) -> bool {
+        let fire = self.should_fire(p, t);
+        if !fire {
+            self.level[t.idx()].store(false, Ordering::Relaxed);
+        }
+        fire
+    }
+
+    /// Whether a WFIT wait is over (`kvm_cpu_has_pending_timer`).
+    pub fn pending<P: Platform>(&self, p: &P) -> bool {
+        p.wfit_deadline()
+            .is_some_and(|d| d <= self.now(p, Which::Virt))
+    }
+
+    /// After a guest exit, userspace irqchip: a direct timer whose line
+    /// dropped may interrupt the host again.
+    pub fn sync_user<P: Platform>(&self, p: &P) {
+        if !self.enabled() {
+            return;
+        }
+        for t in Which::ALL {
+            if self.direct(t) && self.level(t) && !self.should_fire(p, t) {
+                self.set_level(p, t, false);
+                p.host_irq_set_active(t, false);
+            }
+        }
+    }
+
+    /// The lines for userspace (`KVM_ARM_DEV_EL1_VTIMER`, `_PTIMER` order).
+    pub fn user_lines<P: Platform>(&self, p: &P) -> [bool; 2] {
+        [
+            self.should_fire(p, Which::Virt),
+            self.should_fire(p, Which::Phys),
+        ]
+    }
+
+    /// vCPU reset (KVM_ARM_VCPU_INIT), put, preemption disabled.
+    pub fn reset<P: Platform>(&self, p: &P) {
+        self.cancel(p);
+        for t in Which::ALL {
+            // Disabled and unmasked, as KVM has always reset them.
+            p.set_ctl(t, 0);
+        }
+        if self.enabled() {
+            for t in Which::ALL {
+                self.set_level(p, t, false);
+                if self.direct(t) && p.irqchip_in_kernel() {
+                    p.irq_map_reset(t);
+                }
+            }
+        }
+    }
+
+    /// Read register `r` of `t` (ONE_REG or a trapped access).
+    pub fn read<P: Platform>(&self, p: &P, t: Which, r: TimerReg) -> u64 {
+        let now = self.now(p, t);
+        if r == TimerReg::Cnt {
+            return now;
+        }
+        let (ctl, cval) = self.regs(p, t);
+        match r {
+            TimerReg::Cnt => now,
+            TimerReg::Cval => cval,
+            TimerReg::Tval => tval(cval, now),
+            TimerReg::Ctl => ctl_with_status(ctl, cval, now),
+        }
+    }
+
+    /// Apply a write of `r` to saved registers `(ctl, cval)`.
+    fn apply(&self, r: TimerReg, val: u64, now: u64, regs: &mut (u64, u64)) {
+        match r {
+            TimerReg::Ctl => regs.0 = val & (CTL_ENABLE | CTL_IMASK),
+            TimerReg::Cval => regs.1 = val,
+            TimerReg::Tval => regs.1 = cval_from_tval(val, now),
+            TimerReg::Cnt => {}
+        }
+    }
+
+    /// A trapped guest write of register `r` of `t`; the architecture
+    /// ignores RES0 bits, so every value is taken.
+    pub fn guest_write<P: Platform>(&self, p: &P, t: Which, r: TimerReg, val: u64) {
+        if r == TimerReg::Cnt {
+            // The counters are read-only to the guest.
+            return;
+        }
+        if self.live(t) {
+            p.atomic(|| {
+                let now = self.now(p, t);
+                let mut regs = p.hw_save(t);
+                self.apply(r, val, now, &mut regs);
+                p.hw_load(t, regs.0, regs.1);
+            });
+            return;
+        }
+        self.cancel(p);
+        let now = self.now(p, t);
+        let mut regs = (p.ctl(t), p.cval(t));
+        self.apply(r, val, now, &mut regs);
+        p.set_ctl(t, regs.0);
+        p.set_cval(t, regs.1);
+        if self.enabled() && self.loaded.load(Ordering::Relaxed) {
+            self.emulate(p, t);
+        }
+    }
+
+    /// A ONE_REG write (the vCPU is not running): `CTL` with RES0 bits set
+    /// is refused; a counter write moves the VM's offset of that counter,
+    /// unless userspace fixed the offsets.
+    pub fn user_write<P: Platform>(
+        &self,
+        p: &P,
+        t: Which,
+        r: TimerReg,
+        val: u64,
+    ) -> Result<(), Error> {
+        match r {
+            TimerReg::Ctl if val & !CTL_BITS != 0 => Err(Error::Invalid),
+            TimerReg::Cnt => {
+                if !p.offset_fixed() {
+                    p.set_offset(t, p.counter().wrapping_sub(val));
+                }
+                Ok(())
+            }
+            TimerReg::Tval => Err(Error::Invalid),
+            _ => {
+                self.guest_write(p, t, r, val);
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tval_round_trips_and_sign_extends() {
+        assert_eq!(tval(1100, 1000), 100);
+        assert_eq!(tval(900, 1000), u64::from((-100i32) as u32));
+        assert_eq!(cval_from_tval(100, 1000), 1100);
+        assert_eq!(cval_from_tval(u64::from((-100i32) as u32), 1000), 900);
+        // Only the low 32 bits count.
+        assert_eq!(cval_from_tval((1 << 32) | 5, 1000), 1005);
+        assert_eq!(cval_from_tval(u64::from(u32::MAX), 0), u64::MAX);
+    }
+
+    #[test]
+    fn status_and_can_fire() {
+        assert!(can_fire(CTL_ENABLE));
+        assert!(!can_fire(CTL_ENABLE | CTL_IMASK));
+        assert!(!can_fire(0));
+        assert_eq!(
+            ctl_with_status(CTL_ENABLE, 10, 10),
+            CTL_ENABLE | CTL_ISTATUS
+        );
+        assert_eq!(
+            ctl_with_status(CTL_ENABLE | CTL_ISTATUS, 11, 10),
+            CTL_ENABLE
+        );
+        assert_eq!(ctl_with_status(0, 0, 0), CTL_ISTATUS);
+    }
+}

@@ -1,0 +1,177 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * kvm_vtimer's C helpers common to both architectures: what Rust cannot
+ * reach (static inlines, macros, THIS_MODULE), each a thin function, and
+ * the per-VM statistics file.  No timer logic lives here.
+ */
+
+#include <linux/debugfs.h>
+#include <linux/hrtimer.h>
+#include <linux/kvm_host.h>
+#include <linux/kvm_timer_backend.h>
+#include <linux/module.h>
+#include <linux/ratelimit.h>
+#include <linux/seq_file.h>
+
+#include "../include/kvm_vtimer_shim.h"
+
+static struct kvm_timer_backend kvt_backend = {
+	.name = "kvm_vtimer",
+	.owner = THIS_MODULE,
+};
+
+int kvt_backend_register(const struct kvm_arch_timer_ops *ops)
+{
+	kvt_backend.ops = ops;
+	return kvm_timer_backend_register(&kvt_backend);
+}
+
+void kvt_backend_unregister(void)
+{
+	kvm_timer_backend_unregister(&kvt_backend);
+}
+
+/* One line of the "vtimer" file: vCPU @id, or the VM's total if @id < 0. */
+static void kvt_stats_print(struct seq_file *m, int id,
+			    const struct kvt_stats *s)
+{
+	int i;
+
+	if (id < 0)
+		seq_puts(m, "total");
+	else
+		seq_printf(m, "vcpu%d", id);
+	seq_printf(m, " irqs=%llu early=%llu wakeups=%llu ipis=%llu",
+		   s->irqs, s->early, s->wakeups, s->ipis);
+	seq_printf(m, " starts=%llu cancels=%llu migrations=%llu advance_ns=%llu",
+		   s->starts, s->cancels, s->migrations, s->advance_ns);
+	for (i = 0; i < KVT_LATE_BUCKETS; i++)
+		seq_printf(m, "%s%llu", i ? "," : " late_log2=", s->late[i]);
+	seq_putc(m, '\n');
+}
+
+static int kvt_stats_show(struct seq_file *m, void *unused)
+{
+	struct kvm *kvm = m->private;
+	struct kvt_stats s, total = {};
+	struct kvm_vcpu *vcpu;
+	unsigned long n;
+	int i;
+
+	/* Online vCPUs, and their timer state, live until the VM goes. */
+	mutex_lock(&kvm->lock);
+	kvm_for_each_vcpu(n, vcpu, kvm) {
+		void *priv = kvt_vcpu_priv(vcpu);
+
+		if (!priv)
+			continue;
+		kvt_rust_vcpu_stats(priv, &s);
+		kvt_stats_print(m, vcpu->vcpu_id, &s);
+		total.irqs += s.irqs;
+		total.early += s.early;
+		total.wakeups += s.wakeups;
+		total.ipis += s.ipis;
+		total.starts += s.starts;
+		total.cancels += s.cancels;
+		total.migrations += s.migrations;
+		total.advance_ns = max(total.advance_ns, s.advance_ns);
+		for (i = 0; i < KVT_LATE_BUCKETS; i++)
+			total.late[i] += s.late[i];
+	}
+	mutex_unlock(&kvm->lock);
+	kvt_stats_print(m, -1, &total);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(kvt_stats);
+
+/* Serialises the lookup and creation of the per-VM file. */
+static DEFINE_MUTEX(kvt_debugfs_lock);
+
+void kvt_debugfs_add_vm(struct kvm_vcpu *vcpu)
+{
+	struct kvm *kvm = vcpu->kvm;
+	struct dentry *d;
+
+	if (IS_ERR_OR_NULL(kvm->debugfs_dentry))
+		return;
+	mutex_lock(&kvt_debugfs_lock);
+	d = debugfs_lookup("vtimer", kvm->debugfs_dentry);
+	if (d)
+		dput(d);
+	else
+		debugfs_create_file("vtimer", 0444, kvm->debugfs_dentry, kvm,
+				    &kvt_stats_fops);
+	mutex_unlock(&kvt_debugfs_lock);
+}
+
+void kvt_hrtimer_init(struct hrtimer *timer,
+		      enum hrtimer_restart (*fn)(struct hrtimer *))
+{
+	hrtimer_init(timer, CLOCK_MONOTONIC, HRTIMER_MODE_ABS_HARD);
+	timer->function = fn;
+}
+
+void kvt_hrtimer_start(struct hrtimer *timer, u64 expires_ns)
+{
+	hrtimer_start(timer, ns_to_ktime(expires_ns),
+		      HRTIMER_MODE_ABS_PINNED_HARD);
+}
+
+void kvt_hrtimer_set_expires(struct hrtimer *timer, u64 expires_ns)
+{
+	hrtimer_set_expires(timer, ns_to_ktime(expires_ns));
+}
+
+u64 kvt_ktime_get_ns(void)
+{
+	return ktime_get_ns();
+}
+
+unsigned int kvt_smp_processor_id(void)
+{
+	return raw_smp_processor_id();
+}
+
+void kvt_preempt_disable(void)
+{
+	preempt_disable();
+}
+
+void kvt_preempt_enable(void)
+{
+	preempt_enable();
+}
+
+bool kvt_vcpu_is_blocking(struct kvm_vcpu *vcpu)
+{
+	return kvm_vcpu_is_blocking(vcpu);
+}
+
+/* How kvm_vcpu_kick() is about to reach @vcpu; racy, for statistics. */
+enum kvt_kick kvt_kick_kind(struct kvm_vcpu *vcpu)
+{
+	if (kvm_vcpu_is_blocking(vcpu))
+		return KVT_KICK_WOKEN;
+	if (READ_ONCE(vcpu->mode) == IN_GUEST_MODE &&
+	    READ_ONCE(vcpu->cpu) != raw_smp_processor_id())
+		return KVT_KICK_IPI;
+	return KVT_KICK_QUIET;
+}
+
+enum kvt_kick kvt_vcpu_kick(struct kvm_vcpu *vcpu)
+{
+	enum kvt_kick kind = kvt_kick_kind(vcpu);
+
+	kvm_vcpu_kick(vcpu);
+	return kind;
+}
+
+void kvt_cpu_relax(void)
+{
+	cpu_relax();
+}
+
+void kvt_pr_warn_ratelimited(const char *what, u64 value)
+{
+	pr_warn_ratelimited("kvm_vtimer: %s: %#llx\n", what, value);
+}

@@ -1,0 +1,207 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * What kvm_vtimer's selftests share on every architecture: loading and
+ * unloading the module and its reference count, a vCPU thread joined with a
+ * watchdog, vCPU statistics, a migrating thread and a pseudo-random sequence.
+ */
+#ifndef KVT_COMMON_H
+#define KVT_COMMON_H
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+
+#include "kvm_util.h"
+#include "ucall_common.h"
+
+#define KVT_MODULE_NAME		"kvm_vtimer"
+#define KVT_REFCNT		"/sys/module/" KVT_MODULE_NAME "/refcnt"
+
+/* Seconds a vCPU run may take before the test calls its interrupt lost. */
+#define KVT_WATCHDOG_S		120
+
+/* kvm_vtimer's reference count (one per VM that uses it); -1 if unloaded. */
+static inline long kvt_module_refcnt(void)
+{
+	char buf[32] = "";
+	long n;
+	int fd;
+
+	fd = open(KVT_REFCNT, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	TEST_ASSERT(n > 0, "read " KVT_REFCNT);
+	return strtol(buf, NULL, 10);
+}
+
+/* Load kvm_vtimer from @path with @params ("" for none). */
+static inline void kvt_load_module(const char *path, const char *params)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	TEST_ASSERT(fd >= 0, "open %s: %s", path, strerror(errno));
+	TEST_ASSERT(!syscall(SYS_finit_module, fd, params, 0),
+		    "loading %s: %s", path, strerror(errno));
+	close(fd);
+}
+
+/* Unload kvm_vtimer, which no VM may hold. */
+static inline void kvt_unload_module(void)
+{
+	TEST_ASSERT(!syscall(SYS_delete_module, KVT_MODULE_NAME, O_NONBLOCK),
+		    "unloading " KVT_MODULE_NAME " with no VM: %s", strerror(errno));
+}
+
+/*
+ * Join @thread, a vCPU thread whose guest may wait in WFI, where a lost
+ * interrupt would block it for ever: fail after @secs seconds, saying so.
+ */
+static inline void kvt_join_or_fail(pthread_t thread, void **ret, int secs,
+				    const char *what)
+{
+	struct timespec limit;
+
+	clock_gettime(CLOCK_REALTIME, &limit);
+	limit.tv_sec += secs;
+	TEST_ASSERT(!pthread_timedjoin_np(thread, ret, &limit),
+		    "%s: the vCPU did not finish in %d s: a timer interrupt was lost",
+		    what, secs);
+}
+
+/*
+ * A vCPU statistic from its binary stats fd.  Open the fd before the vCPU
+ * runs: KVM_GET_STATS_FD takes the vCPU mutex, which KVM_RUN holds while
+ * the vCPU blocks; reading the fd does not.
+ */
+static inline u64 kvt_vcpu_stat(int fd, const char *name)
+{
+	struct kvm_stats_header header;
+	struct kvm_stats_desc *descs, *desc;
+	u64 value = 0;
+	bool found = false;
+
+	read_stats_header(fd, &header);
+	descs = read_stats_descriptors(fd, &header);
+	for (u32 i = 0; i < header.num_desc; i++) {
+		desc = get_stats_descriptor(descs, i, &header);
+		if (!strcmp(desc->name, name)) {
+			read_stat_data(fd, &header, desc, &value, 1);
+			found = true;
+			break;
+		}
+	}
+	free(descs);
+	TEST_ASSERT(found, "no vCPU statistic %s", name);
+	return value;
+}
+
+/* Run @vcpu until its guest is done; a guest assertion fails the test. */
+static inline void kvt_run_until_done(struct kvm_vcpu *vcpu)
+{
+	struct ucall uc;
+
+	vcpu_run(vcpu);
+	switch (get_ucall(vcpu, &uc)) {
+	case UCALL_DONE:
+		break;
+	case UCALL_ABORT:
+		REPORT_GUEST_ASSERT(uc);
+		break;
+	default:
+		TEST_FAIL("unexpected ucall %lu", uc.cmd);
+	}
+}
+
+struct kvt_vcpu_run {
+	struct kvm_vcpu *vcpu;
+	struct ucall uc;
+	u64 cmd;
+};
+
+static inline void *kvt_vcpu_run_thread(void *arg)
+{
+	struct kvt_vcpu_run *run = arg;
+
+	vcpu_run(run->vcpu);
+	run->cmd = get_ucall(run->vcpu, &run->uc);
+	return NULL;
+}
+
+/*
+ * Host: run @vcpu once, in a thread, until its next ucall, which goes to
+ * @uc; fail if it takes more than KVT_WATCHDOG_S seconds (a guest waiting
+ * for an interrupt that never comes) or if the guest failed an assertion.
+ * Returns the ucall.
+ */
+static inline u64 kvt_vcpu_run_watched(struct kvm_vcpu *vcpu, struct ucall *uc,
+				       const char *what)
+{
+	struct kvt_vcpu_run run = { .vcpu = vcpu };
+	pthread_t thread;
+
+	TEST_ASSERT(!pthread_create(&thread, NULL, kvt_vcpu_run_thread, &run),
+		    "creating the vCPU thread");
+	kvt_join_or_fail(thread, NULL, KVT_WATCHDOG_S, what);
+	if (run.cmd == UCALL_ABORT)
+		REPORT_GUEST_ASSERT(run.uc);
+	*uc = run.uc;
+	return run.cmd;
+}
+
+/* A host thread that moves another between the host's CPUs every 1 ms. */
+struct kvt_migrator {
+	pthread_t thread;
+	pthread_t target;
+	bool stop;
+};
+
+static inline void *kvt_migrator_main(void *arg)
+{
+	struct kvt_migrator *m = arg;
+	long nr_cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	cpu_set_t set;
+	long cpu = 0;
+
+	while (!READ_ONCE(m->stop)) {
+		CPU_ZERO(&set);
+		CPU_SET(cpu, &set);
+		pthread_setaffinity_np(m->target, sizeof(set), &set);
+		cpu = (cpu + 1) % nr_cpus;
+		usleep(1000);
+	}
+	return NULL;
+}
+
+static inline void kvt_migrator_start(struct kvt_migrator *m, pthread_t target)
+{
+	m->target = target;
+	m->stop = false;
+	pthread_create(&m->thread, NULL, kvt_migrator_main, m);
+}
+
+static inline void kvt_migrator_stop(struct kvt_migrator *m)
+{
+	WRITE_ONCE(m->stop, true);
+	pthread_join(m->thread, NULL);
+}
+
+/* A fast pseudo-random sequence (xorshift64), reproducible from its seed. */
+static inline u64 kvt_xorshift(u64 *s)
+{
+	u64 x = *s;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	*s = x;
+	return x;
+}
+
+#endif

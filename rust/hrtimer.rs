@@ -15,6 +15,7 @@ use kernel::prelude::*;
 use kernel::types::Opaque;
 
 use crate::bindings;
+use crate::timer::Expiry;
 
 /// What an expiry asks of the hrtimer core.
 pub(crate) enum HrTimerRestart {
@@ -99,6 +100,18 @@ impl<T: HasHrTimer<T> + HrTimerCallback> HrTimer<T> {
         unsafe { bindings::kvt_hrtimer_set_expires(self.raw(), expires_ns) }
     }
 
+    /// What a callback returns for `expiry`: stop, or run again at its
+    /// time.
+    pub(crate) fn restart_for(&self, expiry: Expiry) -> HrTimerRestart {
+        match expiry {
+            Expiry::Done => HrTimerRestart::NoRestart,
+            Expiry::Again(ns) => {
+                self.set_expires(ns);
+                HrTimerRestart::Restart
+            }
+        }
+    }
+
     /// Stop the timer; if its callback is running on another CPU, wait for
     /// it.  Never sleeps: the timer is a hard one.  Whether it was active.
     pub(crate) fn cancel(&self) -> bool {
@@ -132,3 +145,34 @@ impl<T> PinnedDrop for HrTimer<T> {
         unsafe { bindings::hrtimer_cancel(self.timer.get()) };
     }
 }
+
+/// Implement [`HasHrTimer`] for a struct with an [`HrTimer`] field, as
+/// `kernel::time::hrtimer::impl_has_hr_timer!` does in later kernels:
+///
+/// ```ignore
+/// impl_has_hr_timer! {
+///     impl HasHrTimer<VcpuState> for VcpuState { self.timer }
+/// }
+/// ```
+macro_rules! impl_has_hr_timer {
+    (impl HasHrTimer<$t:ty> for $s:ty { self.$field:ident }) => {
+        // The field is the `HrTimer<$t>` the offset below is taken of.
+        const _: fn(&$s) -> &$crate::hrtimer::HrTimer<$t> = |s| &s.$field;
+
+        // SAFETY: `timer_container_of` steps back from the `$field` field,
+        // an `HrTimer<$t>` (checked just above), by its offset, to the
+        // struct that embeds it.
+        unsafe impl $crate::hrtimer::HasHrTimer<$t> for $s {
+            unsafe fn timer_container_of(timer: *mut $crate::hrtimer::HrTimer<$t>) -> *mut Self {
+                // SAFETY: the caller passes the timer embedded in a `$s`, so
+                // stepping back by its offset stays inside that allocation.
+                unsafe {
+                    timer
+                        .byte_sub(::core::mem::offset_of!(Self, $field))
+                        .cast::<Self>()
+                }
+            }
+        }
+    };
+}
+pub(crate) use impl_has_hr_timer;

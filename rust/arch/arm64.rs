@@ -10,7 +10,6 @@
 //! which the host tests run.
 
 use core::ffi::c_void;
-use core::mem::offset_of;
 
 use kernel::c_str;
 use kernel::ffi::c_int;
@@ -18,10 +17,10 @@ use kernel::prelude::*;
 
 use crate::backend::{write_stats, PerVcpu, Registration};
 use crate::bindings;
-use crate::hrtimer::{HasHrTimer, HrTimer, HrTimerCallback, HrTimerRestart};
+use crate::hrtimer::{impl_has_hr_timer, HrTimer, HrTimerCallback, HrTimerRestart};
 use crate::kvm::{self, Vcpu};
 use crate::timer::clock::Clock;
-use crate::timer::el1::{El1Timers, Error, Expiry, Placement, Platform, TimerReg, Which};
+use crate::timer::el1::{El1Timers, Error, Placement, Platform, TimerReg, Which};
 
 /// A vCPU's timer state, owned by KVM's `vcpu->arch.timer_cpu.backend_priv`
 /// from `vcpu_init` to `vcpu_deinit`.
@@ -33,25 +32,13 @@ pub(crate) struct VcpuState {
     vcpu: Vcpu,
 }
 
-// SAFETY: `timer_container_of` steps back from the `timer` field by its
-// offset, to the `VcpuState` that embeds it.
-unsafe impl HasHrTimer<VcpuState> for VcpuState {
-    unsafe fn timer_container_of(timer: *mut HrTimer<Self>) -> *mut Self {
-        // SAFETY: the caller passes the timer embedded in a `VcpuState`, so
-        // stepping back by its offset stays inside that allocation.
-        unsafe { timer.byte_sub(offset_of!(Self, timer)).cast::<Self>() }
-    }
+impl_has_hr_timer! {
+    impl HasHrTimer<VcpuState> for VcpuState { self.timer }
 }
 
 impl HrTimerCallback for VcpuState {
     fn run(this: &Self) -> HrTimerRestart {
-        match this.logic.expired(&Host(this)) {
-            Expiry::Done => HrTimerRestart::NoRestart,
-            Expiry::Again(ns) => {
-                this.timer.set_expires(ns);
-                HrTimerRestart::Restart
-            }
-        }
+        this.timer.restart_for(this.logic.expired(&Host(this)))
     }
 }
 

@@ -8,7 +8,6 @@
 //! behaviour is `VcpuTimer`'s, which the host tests run.
 
 use core::ffi::c_void;
-use core::mem::offset_of;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use kernel::c_str;
@@ -17,12 +16,12 @@ use kernel::prelude::*;
 
 use crate::backend::{write_stats, PerVcpu, Registration};
 use crate::bindings;
-use crate::hrtimer::{HasHrTimer, HrTimer, HrTimerCallback, HrTimerRestart};
+use crate::hrtimer::{impl_has_hr_timer, HrTimer, HrTimerCallback, HrTimerRestart};
 use crate::kvm::{self, Vcpu};
 use crate::timer::advance::Advance;
 use crate::timer::clock::Clock;
 use crate::timer::stats::Kick;
-use crate::timer::vcpu::{Expiry, Mode, Platform, Reg, RegError, VcpuTimer};
+use crate::timer::vcpu::{Mode, Platform, Reg, RegError, VcpuTimer};
 
 /// The timer advance estimate new vCPUs start from: the last one a vCPU
 /// reached, so that a VM's vCPUs need not learn it again from nothing.
@@ -38,25 +37,13 @@ pub(crate) struct VcpuState {
     vcpu: Vcpu,
 }
 
-// SAFETY: `timer_container_of` steps back from the `timer` field by its
-// offset, to the `VcpuState` that embeds it.
-unsafe impl HasHrTimer<VcpuState> for VcpuState {
-    unsafe fn timer_container_of(timer: *mut HrTimer<Self>) -> *mut Self {
-        // SAFETY: the caller passes the timer embedded in a `VcpuState`, so
-        // stepping back by its offset stays inside that allocation.
-        unsafe { timer.byte_sub(offset_of!(Self, timer)).cast::<Self>() }
-    }
+impl_has_hr_timer! {
+    impl HasHrTimer<VcpuState> for VcpuState { self.timer }
 }
 
 impl HrTimerCallback for VcpuState {
     fn run(this: &Self) -> HrTimerRestart {
-        match this.logic.expired(&Host(this)) {
-            Expiry::Done => HrTimerRestart::NoRestart,
-            Expiry::Again(ns) => {
-                this.timer.set_expires(ns);
-                HrTimerRestart::Restart
-            }
-        }
+        this.timer.restart_for(this.logic.expired(&Host(this)))
     }
 }
 

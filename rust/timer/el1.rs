@@ -103,14 +103,7 @@ pub enum Error {
     Map(i32),
 }
 
-/// What the host timer callback tells the hrtimer core.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Expiry {
-    /// Done; the timer stays idle.
-    Done,
-    /// Run again at this absolute host time (ns).
-    Again(u64),
-}
+pub use super::Expiry;
 
 /// What the timers need from the host.
 pub trait Platform {

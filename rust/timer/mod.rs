@@ -10,3 +10,13 @@ pub mod clock;
 pub mod el1;
 pub mod stats;
 pub mod vcpu;
+
+/// What a host timer's callback tells the hrtimer core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// Done; the timer stays idle.
+    Done,
+    /// It fired before the guest's deadline (or has more to watch): run
+    /// again at this absolute host time (ns).
+    Again(u64),
+}

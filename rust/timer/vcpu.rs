@@ -50,14 +50,7 @@ pub enum Mode {
     Sbi,
 }
 
-/// What the host timer callback tells the hrtimer core.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Expiry {
-    /// Done; the timer stays idle.
-    Done,
-    /// Fired before the deadline: run again at this absolute host time (ns).
-    Again(u64),
-}
+pub use super::Expiry;
 
 /// A ONE_REG timer register (`KVM_REG_RISCV_TIMER_REG(...)`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -35,6 +35,9 @@ struct Sim {
     blocking: Cell<bool>,
     irqs_off: Cell<bool>,
     in_put: Cell<bool>,
+    /// The next clock read comes this much later than the counter read
+    /// before it: the host CPU stalled in between.
+    stall: Cell<u64>,
     log: RefCell<Vec<String>>,
 }
 
@@ -57,6 +60,7 @@ impl Platform for Sim {
         self.now.get()
     }
     fn host_ns(&self) -> u64 {
+        self.now.set(self.now.get() + self.stall.take());
         self.now.get()
     }
     fn offset(&self, t: Which) -> u64 {
@@ -269,6 +273,34 @@ fn emulated_timer_fires_while_loaded_and_follows_the_vcpu() {
     // Disabling lowers the line.
     t.guest_write(&sim, Which::Phys, TimerReg::Ctl, 0);
     assert!(!sim.line(Which::Phys));
+}
+
+#[test]
+fn a_host_stall_does_not_delay_the_emulated_timer() {
+    // The host CPU stalls between reading the counter and the clock (an
+    // interrupt, or the nested host's vCPU descheduled): the host timer
+    // must still be at the deadline, not the stall later.
+    let (sim, t) = timers(Placement::Emulated);
+    t.load(&sim);
+    let deadline = sim.guest_now(Which::Phys) + 700_000;
+    t.guest_write(&sim, Which::Phys, TimerReg::Cval, deadline);
+    sim.stall.set(300_000);
+    t.guest_write(&sim, Which::Phys, TimerReg::Ctl, CTL_ENABLE);
+    let host = |guest: u64| guest + sim.offset[idx(Which::Phys)].get();
+    assert_eq!(sim.timer.get(), Some(host(deadline)));
+    // At load, after a preemption.
+    put(&sim, &t);
+    sim.stall.set(200_000);
+    t.load(&sim);
+    assert_eq!(sim.timer.get(), Some(host(deadline)));
+    // And when the vCPU blocks.
+    sim.blocking.set(true);
+    sim.stall.set(100_000);
+    put(&sim, &t);
+    assert_eq!(sim.timer.get(), Some(host(deadline)));
+    run_host_timer(&sim, &t);
+    assert_eq!(sim.raises(Which::Phys), 1);
+    assert_eq!(sim.now.get(), host(deadline));
 }
 
 #[test]

@@ -34,6 +34,9 @@ struct Sim {
     /// (guest counter, deadline) at each interrupt raised.
     raises: RefCell<Vec<(u64, u64)>>,
     deadline_seen: Cell<u64>,
+    /// Cycles the next clock read comes after the counter read before it:
+    /// the host CPU stalled in between.
+    stall: Cell<u64>,
 }
 
 impl Sim {
@@ -54,6 +57,7 @@ impl Sim {
             kicks: Cell::new(0),
             raises: RefCell::new(Vec::new()),
             deadline_seen: Cell::new(NEVER),
+            stall: Cell::new(0),
         }
     }
 
@@ -102,6 +106,8 @@ impl Platform for Sim {
         self.host_cycles.get()
     }
     fn host_ns(&self) -> u64 {
+        self.host_cycles
+            .set(self.host_cycles.get() + self.stall.take());
         self.ns_at(self.host_cycles.get())
     }
     fn time_delta(&self) -> u64 {
@@ -537,6 +543,30 @@ fn state_on_arms_the_saved_compare_not_one() {
     assert!(!sim.irq.get());
     sim.advance(&t, 1);
     assert!(sim.irq.get());
+}
+
+#[test]
+fn a_host_stall_does_not_delay_the_host_timer() {
+    // The host CPU stalls for 1 ms between reading the counter and the
+    // clock: the host timer must still be at the deadline.
+    for mode in [Mode::Sbi, Mode::Sstc] {
+        let sim = Sim::new(10_000_000);
+        let t = VcpuTimer::new(mode, Clock::new(10_000_000).unwrap(), Advance::off());
+        t.reset(&sim);
+        let d = sim.guest() + 100_000;
+        sim.stall.set(10_000);
+        if mode == Mode::Sbi {
+            t.set_timer(&sim, d);
+        } else {
+            // Sstc: the host timer only watches a blocked vCPU.
+            t.load(&sim);
+            t.set_timer(&sim, d);
+            sim.blocking.set(true);
+            t.put(&sim);
+        }
+        let (ns, _) = sim.timer.get().expect("host timer armed");
+        assert_eq!(ns, sim.ns_at(d.wrapping_sub(sim.delta.get())), "{mode:?}");
+    }
 }
 
 #[test]

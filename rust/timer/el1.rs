@@ -28,7 +28,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 
-use super::clock::Clock;
+use super::clock::{Clock, Sample};
 use super::stats::Stats;
 
 /// `CNT*_CTL_EL0.ENABLE`.
@@ -288,20 +288,19 @@ impl El1Timers {
         can_fire(ctl) && p.cval(t) <= self.now(p, t)
     }
 
-    /// Host ns until the saved `t` fires; `None` if it cannot.
-    fn saved_delay_ns<P: Platform>(&self, p: &P, t: Which) -> Option<u64> {
+    /// The host counter and clock, read as one instant.
+    fn sample<P: Platform>(&self, p: &P) -> Sample {
+        self.clock.sample(|| p.counter(), || p.host_ns())
+    }
+
+    /// The host time (ns) at which the saved `t` fires, by the reading `s`:
+    /// `s.ns` if it is due; `None` if it cannot fire.
+    fn saved_expiry<P: Platform>(&self, p: &P, t: Which, s: Sample) -> Option<u64> {
         if !can_fire(p.ctl(t)) {
             return None;
         }
-        Some(self.delay_ns(p.cval(t), self.now(p, t)))
-    }
-
-    fn delay_ns(&self, deadline: u64, now: u64) -> u64 {
-        if deadline <= now {
-            0
-        } else {
-            self.clock.cycles_to_ns_ceil(deadline - now)
-        }
+        let now = s.cycles.wrapping_sub(p.offset(t));
+        Some(self.clock.expiry(s, now, p.cval(t)))
     }
 
     /// Drive `t`'s line; counts rising edges.
@@ -327,7 +326,8 @@ impl El1Timers {
         self.scope.store(0, Ordering::Relaxed);
     }
 
-    fn start<P: Platform>(&self, p: &P, scope: u8, delay_ns: u64) {
+    /// Start the host timer at host time `at` (ns) for `scope`.
+    fn start<P: Platform>(&self, p: &P, scope: u8, at: u64) {
         let cpu = p.cpu();
         if self.timer_cpu.swap(cpu, Ordering::Relaxed) != cpu {
             self.stats.migration();
@@ -335,29 +335,31 @@ impl El1Timers {
         self.scope.store(scope, Ordering::Relaxed);
         self.stats.start();
         // Saturate at ktime_t's end (`i64::MAX` ns).
-        let at = p.host_ns().saturating_add(delay_ns).min(i64::MAX as u64);
-        p.timer_start(at);
+        p.timer_start(at.min(i64::MAX as u64));
     }
 
-    /// The earliest host delay over `scope`, `None` if nothing in it can
-    /// fire; `fire` is called for each timer whose condition holds now.
+    /// The earliest host time (ns) at which something in `scope` fires,
+    /// `None` if nothing in it can; `fire` is called for each timer whose
+    /// condition holds now.
     fn scan<P: Platform>(&self, p: &P, scope: u8, mut fire: impl FnMut(Which)) -> Option<u64> {
+        let s = self.sample(p);
         let mut next: Option<u64> = None;
         for t in Which::ALL {
             if scope & t.bit() == 0 {
                 continue;
             }
-            match self.saved_delay_ns(p, t) {
-                Some(0) => fire(t),
-                Some(ns) => next = Some(next.map_or(ns, |n| n.min(ns))),
+            match self.saved_expiry(p, t, s) {
+                Some(at) if at <= s.ns => fire(t),
+                Some(at) => next = Some(next.map_or(at, |n| n.min(at))),
                 None => {}
             }
         }
         if scope & SCOPE_WFIT != 0 {
             if let Some(d) = p.wfit_deadline() {
-                let ns = self.delay_ns(d, self.now(p, Which::Virt));
-                if ns != 0 {
-                    next = Some(next.map_or(ns, |n| n.min(ns)));
+                let now = s.cycles.wrapping_sub(p.offset(Which::Virt));
+                let at = self.clock.expiry(s, now, d);
+                if at > s.ns {
+                    next = Some(next.map_or(at, |n| n.min(at)));
                 }
             }
         }
@@ -372,8 +374,8 @@ impl El1Timers {
         if fire {
             return;
         }
-        if let Some(ns) = self.saved_delay_ns(p, t) {
-            self.start(p, t.bit(), ns);
+        if let Some(at) = self.saved_expiry(p, t, self.sample(p)) {
+            self.start(p, t.bit(), at);
         }
     }
 
@@ -477,8 +479,8 @@ impl El1Timers {
         let mut due = false;
         let next = self.scan(p, scope, |_| due = true);
         match (due, next) {
-            (true, _) => self.start(p, scope, 0),
-            (false, Some(ns)) => self.start(p, scope, ns),
+            (true, _) => self.start(p, scope, p.host_ns()),
+            (false, Some(at)) => self.start(p, scope, at),
             (false, None) => {}
         }
     }
@@ -504,7 +506,7 @@ impl El1Timers {
         }
         match next {
             // Early (the host clock ran ahead of the counter): again.
-            Some(ns) => Expiry::Again(p.host_ns().saturating_add(ns).min(i64::MAX as u64)),
+            Some(at) => Expiry::Again(at.min(i64::MAX as u64)),
             None => Expiry::Done,
         }
     }

@@ -26,7 +26,7 @@
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use super::advance::Advance;
-use super::clock::Clock;
+use super::clock::{Clock, Sample};
 use super::stats::{Kick, Stats};
 
 /// No advance was applied to the armed host timer (or it was cut short by
@@ -208,19 +208,18 @@ impl VcpuTimer {
         p.host_cycles().wrapping_add(p.time_delta())
     }
 
-    /// The absolute host time at which `deadline` is reached; `None` if it
-    /// never is (or only past the end of host time).  Never early: the
-    /// counter is read before the clock, and the distance is rounded up.
-    fn expiry_ns<P: Platform>(&self, p: &P, deadline: u64) -> Option<u64> {
+    /// The absolute host time at which `deadline` is reached, by the
+    /// reading `s` of the host counter and clock; `None` if it never is
+    /// (or only past the end of host time).  Never early (see
+    /// [`Clock::expiry`]).
+    fn expiry_ns<P: Platform>(&self, p: &P, s: Sample, deadline: u64) -> Option<u64> {
         if deadline == NEVER {
             return None;
         }
-        let now = self.guest_cycles(p);
-        let host_now = p.host_ns();
-        let ahead = self.clock.cycles_to_ns_ceil(deadline.saturating_sub(now));
-        match host_now.checked_add(ahead) {
+        let now = s.cycles.wrapping_add(p.time_delta());
+        match self.clock.expiry(s, now, deadline) {
             // ktime_t is signed: a later expiry is "never" to the host.
-            Some(ns) if ns <= i64::MAX as u64 => Some(ns),
+            ns if ns <= i64::MAX as u64 => Some(ns),
             _ => None,
         }
     }
@@ -233,10 +232,11 @@ impl VcpuTimer {
             return;
         }
         self.armed.store(true, Ordering::Release);
-        if let Some(ns) = self.expiry_ns(p, deadline) {
+        let s = self.clock.sample(|| p.host_cycles(), || p.host_ns());
+        if let Some(ns) = self.expiry_ns(p, s, deadline) {
             // Not before now: a near deadline gets less advance, and then
             // its delivery cannot tune the estimate.
-            let ahead = ns.saturating_sub(p.host_ns());
+            let ahead = ns.saturating_sub(s.ns);
             let want = self.advance.ns();
             let used = if self.advance.enabled() && want <= ahead {
                 want
@@ -320,11 +320,12 @@ impl VcpuTimer {
             // rest at guest entry.  By more (a clock adjustment, or the
             // counter offset moved back): still armed, at the deadline's
             // new host time less the advance, if it has one.
-            let Some(ns) = self.expiry_ns(p, deadline) else {
+            let s = self.clock.sample(|| p.host_cycles(), || p.host_ns());
+            let Some(ns) = self.expiry_ns(p, s, deadline) else {
                 return Expiry::Done;
             };
             let at = ns.saturating_sub(self.advance_in_use());
-            if p.host_ns() < at {
+            if s.ns < at {
                 return Expiry::Again(at);
             }
             let rest = deadline - self.guest_cycles(p);

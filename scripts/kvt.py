@@ -108,6 +108,20 @@ def tests_for(plan, arch, only=None):
     return tests
 
 
+def tests_of(plan, name):
+    """The tests config NAME runs: its arch's, then only those its `tests`
+    patterns match (if it has them), less those its `skip_tests` match."""
+    cfg = plan["config"][name]
+    tests = tests_for(plan, cfg["arch"])
+    only, skip = cfg.get("tests"), cfg.get("skip_tests", [])
+    tests = [t for t in tests
+             if (only is None or any(fnmatch.fnmatchcase(t["id"], p) for p in only))
+             and not any(fnmatch.fnmatchcase(t["id"], p) for p in skip)]
+    if not tests:
+        raise SystemExit(f"kvt: config {name} has no tests")
+    return tests
+
+
 def xfail_reason(plan, config, backend, test):
     for x in plan.get("xfail", []):
         if (
@@ -531,10 +545,9 @@ def cmd_suite(args):
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futs = {}
         for n in names:
-            arch = plan["config"][n]["arch"]
             log(f"kvt: booting {n}")
             futs[pool.submit(boot, plan, n, prepared[kernel_of(plan, n)],
-                             tests_for(plan, arch), args.verbose)] = n
+                             tests_of(plan, n), args.verbose)] = n
         for fut in concurrent.futures.as_completed(futs):
             b = fut.result()
             boots[b.config] = b

@@ -129,6 +129,20 @@ class PlanTest(unittest.TestCase):
         self.assertIn((None, "phase vtimer"), steps)
         self.assertIn(("intree.t1", "run 5 intree.t1 /bin/t1"), steps)
 
+    def test_config_test_selection(self):
+        plan = {"config": {"all": {"arch": "arm64"},
+                           "few": {"arch": "arm64", "tests": ["a*"]},
+                           "rest": {"arch": "arm64", "skip_tests": ["a*"]},
+                           "none": {"arch": "arm64", "tests": ["x"]}},
+                "test": [{"id": "a1"}, {"id": "a2"}, {"id": "b"},
+                         {"id": "r", "arch": "riscv"}]}
+        ids = lambda n: [t["id"] for t in kvt.tests_of(plan, n)]  # noqa: E731
+        self.assertEqual(ids("all"), ["a1", "a2", "b"])
+        self.assertEqual(ids("few"), ["a1", "a2"])
+        self.assertEqual(ids("rest"), ["b"])
+        with self.assertRaises(SystemExit):
+            kvt.tests_of(plan, "none")
+
     def test_shipped_plan_is_well_formed(self):
         plan = kvt.load_plan()
         ids = {t["id"] for t in plan["test"]}
@@ -138,8 +152,9 @@ class PlanTest(unittest.TestCase):
             self.assertIn(x["backend"], (*kvt.BACKENDS, "*"))
             self.assertIn(x["test"], ids)
             self.assertTrue(x["reason"])
-        for cfg in plan["config"].values():
+        for name, cfg in plan["config"].items():
             self.assertIn(cfg["arch"], kvt.QEMU)
+            self.assertTrue(kvt.tests_of(plan, name), name)
             for b in cfg.get("backends", kvt.BACKENDS):
                 self.assertIn(b, kvt.BACKENDS)
 

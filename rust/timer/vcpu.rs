@@ -208,6 +208,11 @@ impl VcpuTimer {
         p.host_cycles().wrapping_add(p.time_delta())
     }
 
+    /// The host counter and clock, read as one instant.
+    fn sample<P: Platform>(&self, p: &P) -> Sample {
+        self.clock.sample(|| p.host_cycles(), || p.host_ns())
+    }
+
     /// The absolute host time at which `deadline` is reached, by the
     /// reading `s` of the host counter and clock; `None` if it never is
     /// (or only past the end of host time).  Never early (see
@@ -232,7 +237,7 @@ impl VcpuTimer {
             return;
         }
         self.armed.store(true, Ordering::Release);
-        let s = self.clock.sample(|| p.host_cycles(), || p.host_ns());
+        let s = self.sample(p);
         if let Some(ns) = self.expiry_ns(p, s, deadline) {
             // Not before now: a near deadline gets less advance, and then
             // its delivery cannot tune the estimate.
@@ -320,7 +325,7 @@ impl VcpuTimer {
             // rest at guest entry.  By more (a clock adjustment, or the
             // counter offset moved back): still armed, at the deadline's
             // new host time less the advance, if it has one.
-            let s = self.clock.sample(|| p.host_cycles(), || p.host_ns());
+            let s = self.sample(p);
             let Some(ns) = self.expiry_ns(p, s, deadline) else {
                 return Expiry::Done;
             };

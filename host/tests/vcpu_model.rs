@@ -37,6 +37,8 @@ struct Sim {
     /// Cycles the next clock read comes after the counter read before it:
     /// the host CPU stalled in between.
     stall: Cell<u64>,
+    /// Host timer callbacks run.
+    fires: Cell<u32>,
 }
 
 impl Sim {
@@ -58,6 +60,7 @@ impl Sim {
             raises: RefCell::new(Vec::new()),
             deadline_seen: Cell::new(NEVER),
             stall: Cell::new(0),
+            fires: Cell::new(0),
         }
     }
 
@@ -85,6 +88,7 @@ impl Sim {
             self.host_cycles.set(at);
             self.timer.set(None);
             self.deadline_seen.set(t.deadline());
+            self.fires.set(self.fires.get() + 1);
             match t.expired(self) {
                 Expiry::Done => {}
                 Expiry::Again(next) => {
@@ -689,4 +693,47 @@ fn advance_estimate_grows_when_entry_is_late() {
     assert_eq!((st.irqs, st.wakeups, st.cancels), (1, 1, 0));
     assert_eq!(st.late[9], 1, "300 ticks late: bucket 256..512");
     assert_eq!(t.advance().ns(), 15_000);
+}
+
+#[test]
+fn a_deadline_nearer_than_the_advance_fires_once_and_tunes_it() {
+    // A 20 us estimate; the vCPU blocks 5 us (50 ticks) before its
+    // deadline.  The host timer starts at once and must deliver at once
+    // (one callback, not one now and one at the deadline), and the
+    // delivery measures the path: fired 5 us early, the vCPU entered 3 us
+    // later and waited the last 2 us, so the path took 3 us.
+    for mode in [Mode::Sbi, Mode::Sstc] {
+        let sim = Sim::new(10_000_000);
+        let t = VcpuTimer::new(
+            mode,
+            Clock::new(10_000_000).unwrap(),
+            Advance::new(20_000, 50_000),
+        );
+        t.reset(&sim);
+        t.load(&sim);
+        let d = sim.guest() + 50;
+        sim.deadline_seen.set(d);
+        t.set_timer(&sim, d);
+        sim.blocking.set(true);
+        t.put(&sim);
+        sim.loaded.set(false);
+        sim.advance(&t, 30);
+        assert_eq!(sim.fires.get(), 1, "{mode:?}: host timer callbacks");
+        assert!(sim.kicks.get() >= 1, "{mode:?}: blocked vCPU not woken");
+        assert!(t.pending(&sim), "{mode:?}: the delivery must end WFI");
+        sim.loaded.set(true);
+        sim.blocking.set(false);
+        t.load(&sim);
+        t.pre_enter(&sim);
+        assert_eq!(sim.guest(), d, "{mode:?}: entered at the deadline");
+        assert_eq!(
+            t.advance().ns(),
+            20_000 - (20_000 - 3_000) / 2,
+            "{mode:?}: the estimate learnt nothing"
+        );
+        assert_eq!(sim.fires.get(), 1, "{mode:?}: fired again");
+        if mode == Mode::Sbi {
+            assert_eq!(*sim.raises.borrow(), vec![(d, d)]);
+        }
+    }
 }

@@ -11,6 +11,10 @@
 //! - had to wait `w`: the estimate was too long by `w`; it shrinks by
 //!   `w / STEP`.
 //!
+//! A host timer that fired early by less than the estimate (a deadline
+//! nearer than the estimate when it was armed) measures the path just as
+//! well: it took `used + l - w`, compared with the estimate.
+//!
 //! Both moves are bounded by the maximum and skip outliers (a measurement
 //! beyond the maximum: the vCPU was preempted, or its deadline moved), so
 //! the estimate converges to the path's length and never exceeds the bound.
@@ -63,18 +67,22 @@ impl Advance {
         self.max_ns
     }
 
-    /// Feedback from one delivery: it reached guest entry `late_ns` after
-    /// its deadline, or had to wait `waited_ns` for it (one of them is 0).
+    /// Feedback from one delivery whose host timer fired `used_ns` before
+    /// its deadline: it reached guest entry `late_ns` after the deadline,
+    /// or had to wait `waited_ns` for it (one of them is 0).  The path from
+    /// the host timer to guest entry took `used_ns + late_ns - waited_ns`;
+    /// the estimate moves towards that by `1 / STEP` of the difference.
     /// Only the vCPU thread calls this.
-    pub fn tune(&self, late_ns: u64, waited_ns: u64) {
+    pub fn tune(&self, used_ns: u64, late_ns: u64, waited_ns: u64) {
         if !self.enabled() || late_ns > self.max_ns || waited_ns > self.max_ns {
             return;
         }
+        let path = used_ns.saturating_add(late_ns).saturating_sub(waited_ns);
         let cur = self.ns();
-        let next = if late_ns > 0 {
-            cur.saturating_add(late_ns.div_ceil(STEP))
+        let next = if path > cur {
+            cur.saturating_add((path - cur).div_ceil(STEP))
         } else {
-            cur.saturating_sub(waited_ns / STEP)
+            cur - (cur - path) / STEP
         };
         // INVARIANT: clamped to the bound.
         self.ns.store(next.min(self.max_ns), Ordering::Relaxed);
@@ -93,9 +101,9 @@ mod tests {
             for _ in 0..64 {
                 let adv = a.ns();
                 if path > adv {
-                    a.tune(path - adv, 0);
+                    a.tune(adv, path - adv, 0);
                 } else {
-                    a.tune(0, adv - path);
+                    a.tune(adv, 0, adv - path);
                 }
             }
             assert!(a.ns().abs_diff(path) <= STEP, "{} from {start}", a.ns());
@@ -106,14 +114,27 @@ mod tests {
     fn bounded_and_ignores_outliers() {
         let a = Advance::new(1_000_000, 50_000);
         assert_eq!(a.ns(), 50_000);
-        a.tune(40_000, 0);
+        a.tune(50_000, 40_000, 0);
         assert_eq!(a.ns(), 50_000);
-        a.tune(60_000, 0);
-        a.tune(0, 60_000);
+        a.tune(50_000, 60_000, 0);
+        a.tune(50_000, 0, 60_000);
         assert_eq!(a.ns(), 50_000);
         let off = Advance::off();
-        off.tune(10, 0);
+        off.tune(0, 10, 0);
         assert_eq!(off.ns(), 0);
         assert!(!off.enabled());
+    }
+
+    #[test]
+    fn a_shortened_advance_measures_the_path_too() {
+        // Fired 5 us before the deadline (nearer than the 20 us estimate),
+        // waited 2 us at entry: the path took 3 us.
+        let a = Advance::new(20_000, 50_000);
+        a.tune(5_000, 0, 2_000);
+        assert_eq!(a.ns(), 20_000 - 17_000 / STEP);
+        // Fired 5 us early, entered 30 us late: the path took 35 us.
+        let b = Advance::new(20_000, 50_000);
+        b.tune(5_000, 30_000, 0);
+        assert_eq!(b.ns(), 20_000 + 15_000 / STEP);
     }
 }

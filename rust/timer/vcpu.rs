@@ -29,8 +29,9 @@ use super::advance::Advance;
 use super::clock::{Clock, Sample};
 use super::stats::{Kick, Stats};
 
-/// No advance was applied to the armed host timer (or it was cut short by
-/// a near deadline): the delivery says nothing about the path's length.
+/// No advance was applied to the armed host timer (it was started when
+/// its deadline had already passed, or advance is off): the delivery says
+/// nothing about the path's length.
 const NOT_TUNABLE: u64 = u64::MAX;
 
 /// A deadline that never comes: SBI `set_timer(-1)`, the reset value.
@@ -238,21 +239,24 @@ impl VcpuTimer {
         }
         self.armed.store(true, Ordering::Release);
         let s = self.sample(p);
-        if let Some(ns) = self.expiry_ns(p, s, deadline) {
-            // Not before now: a near deadline gets less advance, and then
-            // its delivery cannot tune the estimate.
-            let ahead = ns.saturating_sub(s.ns);
-            let want = self.advance.ns();
-            let used = if self.advance.enabled() && want <= ahead {
-                want
-            } else {
-                NOT_TUNABLE
-            };
-            self.adv_used.store(used, Ordering::Relaxed);
-            self.timer_cpu.store(p.cpu(), Ordering::Relaxed);
-            self.stats.start();
-            p.timer_start(ns - want.min(ahead));
-        }
+        let Some(ns) = self.expiry_ns(p, s, deadline) else {
+            self.adv_used.store(NOT_TUNABLE, Ordering::Relaxed);
+            return;
+        };
+        // Not before now: a deadline nearer than the estimate gets what is
+        // left to it, and the callback delivers at once (the timer fires
+        // once).  Its delivery still measures the path (`Advance::tune`).
+        // A deadline already passed measures nothing.
+        let ahead = ns.saturating_sub(s.ns);
+        let used = if self.advance.enabled() && ahead > 0 {
+            self.advance.ns().min(ahead)
+        } else {
+            NOT_TUNABLE
+        };
+        self.adv_used.store(used, Ordering::Relaxed);
+        self.timer_cpu.store(p.cpu(), Ordering::Relaxed);
+        self.stats.start();
+        p.timer_start(ns - self.advance_in_use());
     }
 
     fn disarm<P: Platform>(&self, p: &P) {
@@ -419,8 +423,9 @@ impl VcpuTimer {
         }
         self.stats
             .late(self.guest_cycles(p).saturating_sub(deadline));
-        if self.adv_used.swap(NOT_TUNABLE, Ordering::Relaxed) != NOT_TUNABLE {
-            self.advance.tune(late_ns, waited_ns);
+        let used = self.adv_used.swap(NOT_TUNABLE, Ordering::Relaxed);
+        if used != NOT_TUNABLE {
+            self.advance.tune(used, late_ns, waited_ns);
         }
     }
 

@@ -39,6 +39,8 @@ struct Sim {
     stall: Cell<u64>,
     /// Host timer callbacks run.
     fires: Cell<u32>,
+    /// Turns of the busy-wait before guest entry.
+    spins: Cell<u64>,
 }
 
 impl Sim {
@@ -61,6 +63,7 @@ impl Sim {
             deadline_seen: Cell::new(NEVER),
             stall: Cell::new(0),
             fires: Cell::new(0),
+            spins: Cell::new(0),
         }
     }
 
@@ -97,8 +100,16 @@ impl Sim {
                 }
             }
             if self.loaded.get() {
-                // A kicked, running vCPU exits and enters again at once.
+                // A kicked, running vCPU exits and enters again at once,
+                // and loses no time to the advance: its host timer is at
+                // the deadline.
+                let spins = self.spins.get();
                 t.pre_enter(self);
+                assert_eq!(
+                    self.spins.get(),
+                    spins,
+                    "a running vCPU waited for its deadline"
+                );
             }
         }
         self.host_cycles.set(end.max(self.host_cycles.get()));
@@ -175,6 +186,7 @@ impl Platform for Sim {
         self.blocking.get()
     }
     fn relax(&self) {
+        self.spins.set(self.spins.get() + 1);
         self.host_cycles.set(self.host_cycles.get() + 1);
     }
 }
@@ -640,14 +652,17 @@ fn advance_delivers_at_the_deadline_and_not_before() {
     let d = sim.guest() + 100_000;
     sim.deadline_seen.set(d);
     t.set_timer(&sim, d);
+    let d_ns = sim.ns_at(d.wrapping_sub(sim.delta.get()));
     let (ns, _) = sim.timer.get().expect("host timer armed");
-    assert_eq!(ns + 20_000, sim.ns_at(d.wrapping_sub(sim.delta.get())));
+    assert_eq!(ns, d_ns, "a running vCPU's host timer is at the deadline");
 
-    // The vCPU blocks: the host timer fires 200 ticks early and wakes it,
-    // but the interrupt is not raised before the deadline.
-    sim.loaded.set(false);
+    // The vCPU blocks: the host timer moves 200 ticks early, fires and
+    // wakes it, but the interrupt is not raised before the deadline.
     sim.blocking.set(true);
     t.put(&sim);
+    sim.loaded.set(false);
+    let (ns, _) = sim.timer.get().expect("host timer armed");
+    assert_eq!(ns + 20_000, d_ns);
     sim.advance(&t, 100_000 - 150);
     assert!(sim.timer.get().is_none());
     assert!(!sim.irq.get(), "raised before the deadline");
@@ -662,8 +677,9 @@ fn advance_delivers_at_the_deadline_and_not_before() {
     assert!(sim.irq.get());
     assert_eq!(*sim.raises.borrow(), vec![(d, d)]);
     let st = t.stats().snapshot();
-    assert_eq!((st.irqs, st.early, st.starts), (1, 0, 1));
+    assert_eq!((st.irqs, st.early, st.starts, st.cancels), (1, 0, 2, 1));
     assert_eq!(st.late[0], 1, "delivered on the deadline's tick");
+    assert_eq!(sim.spins.get(), 150, "waited the last 150 ticks");
     // It had to wait 15 us: the estimate shrinks by half of that.
     assert_eq!(t.advance().ns(), 20_000 - 7_500);
 }
@@ -736,4 +752,77 @@ fn a_deadline_nearer_than_the_advance_fires_once_and_tunes_it() {
             assert_eq!(*sim.raises.borrow(), vec![(d, d)]);
         }
     }
+}
+
+#[test]
+fn a_running_vcpu_takes_its_sbi_interrupt_at_the_deadline() {
+    // The guest spins through its deadline: the host timer fires at the
+    // deadline, not by the advance before it, and the vCPU does not wait
+    // for it before guest entry.
+    let sim = Sim::new(10_000_000);
+    let t = VcpuTimer::new(
+        Mode::Sbi,
+        Clock::new(10_000_000).unwrap(),
+        Advance::new(20_000, 50_000),
+    );
+    t.reset(&sim);
+    let d = sim.guest() + 100_000;
+    sim.deadline_seen.set(d);
+    t.set_timer(&sim, d);
+    sim.advance(&t, 100_000 - 1);
+    assert_eq!(sim.fires.get(), 0, "host timer fired before the deadline");
+    sim.advance(&t, 1);
+    assert_eq!(sim.fires.get(), 1);
+    assert_eq!(*sim.raises.borrow(), vec![(d, d)]);
+    assert_eq!(sim.spins.get(), 0, "the running vCPU waited");
+    // It was no wakeup: the estimate is left alone.
+    assert_eq!(t.advance().ns(), 20_000);
+}
+
+#[test]
+fn a_vcpu_woken_before_its_early_timer_runs_to_the_deadline() {
+    // The vCPU blocks (its host timer moves 20 us early), then something
+    // else wakes it 50 us before the deadline: back in the guest, its
+    // host timer is at the deadline again.
+    let sim = Sim::new(10_000_000);
+    let t = VcpuTimer::new(
+        Mode::Sbi,
+        Clock::new(10_000_000).unwrap(),
+        Advance::new(20_000, 50_000),
+    );
+    t.reset(&sim);
+    let d = sim.guest() + 100_000;
+    let d_ns = sim.ns_at(d.wrapping_sub(sim.delta.get()));
+    sim.deadline_seen.set(d);
+    t.set_timer(&sim, d);
+    sim.blocking.set(true);
+    t.put(&sim);
+    sim.loaded.set(false);
+    assert_eq!(sim.timer.get().map(|(ns, _)| ns + 20_000), Some(d_ns));
+    sim.advance(&t, 100_000 - 500);
+    sim.loaded.set(true);
+    sim.blocking.set(false);
+    t.load(&sim);
+    t.pre_enter(&sim);
+    assert_eq!(sim.timer.get().map(|(ns, _)| ns), Some(d_ns));
+    sim.advance(&t, 500);
+    assert_eq!(*sim.raises.borrow(), vec![(d, d)]);
+    assert_eq!(sim.spins.get(), 0, "the running vCPU waited");
+
+    // Woken otherwise between the early expiry and guest entry: the
+    // callback finds the vCPU no longer blocking and waits for the
+    // deadline itself.
+    let d = sim.guest() + 100_000;
+    let d_ns = sim.ns_at(d.wrapping_sub(sim.delta.get()));
+    sim.deadline_seen.set(d);
+    t.set_timer(&sim, d);
+    sim.blocking.set(true);
+    t.put(&sim);
+    sim.blocking.set(false);
+    sim.advance(&t, 100_000 - 100);
+    assert_eq!(sim.fires.get(), 2, "the early expiry ran");
+    assert_eq!(sim.timer.get().map(|(ns, _)| ns), Some(d_ns));
+    sim.advance(&t, 100);
+    assert_eq!(sim.raises.borrow().last(), Some(&(d, d)));
+    assert_eq!(sim.spins.get(), 0, "the running vCPU waited");
 }

@@ -10,11 +10,16 @@
 //! - [`Mode::Sbi`]: the guest asks for its deadline with SBI TIME
 //!   `set_timer`; a host timer raises VSTIP when the deadline is reached.
 //!
-//! Timer advance ([`super::advance`]): the host timer fires early by the
-//! vCPU's estimate of the delivery path; the delivery is then noted for the
-//! next guest entry ([`VcpuTimer::pre_enter`]), which waits out the rest of
-//! the deadline and, in SBI mode, raises VSTIP.  Every delivery that the
-//! host makes is measured at guest entry ([`Stats`]).
+//! Timer advance ([`super::advance`]): for a vCPU blocked in WFI, the host
+//! timer fires early by the vCPU's estimate of the wakeup path; the delivery
+//! is then noted for the next guest entry ([`VcpuTimer::pre_enter`]), which
+//! waits out the rest of the deadline and, in SBI mode, raises VSTIP.  A
+//! vCPU that is not blocked (running in the guest, or runnable) gets its
+//! host timer at the deadline itself: an early one would only make it exit
+//! and wait, time taken from the guest.  So an SBI timer armed while the
+//! vCPU runs moves early when the vCPU blocks ([`VcpuTimer::put`]) and back
+//! to the deadline if the vCPU enters the guest before it fired.  Every
+//! delivery that the host makes is measured at guest entry ([`Stats`]).
 //!
 //! Concurrency: every method but [`VcpuTimer::expired`] runs on the vCPU's
 //! own thread (ioctl, run loop, preempt notifiers); `expired` runs in the
@@ -147,7 +152,7 @@ pub trait Platform {
 ///   guest entry for; SBI: its interrupt is raised (`fired`) or, when the
 ///   host timer fired early, still `armed`.
 /// - `adv_used` is the advance the armed host timer was started with, or
-///   [`NOT_TUNABLE`].
+///   [`NOT_TUNABLE`]; only a timer started while the vCPU blocks has one.
 #[derive(Debug)]
 pub struct VcpuTimer {
     mode: Mode,
@@ -231,8 +236,9 @@ impl VcpuTimer {
     }
 
     /// Arm for `deadline`: the host timer starts, early by the advance
-    /// estimate, unless the deadline lies past the end of host time, where
-    /// it stays armed but idle.
+    /// estimate if the vCPU is blocking (else at the deadline), unless the
+    /// deadline lies past the end of host time, where it stays armed but
+    /// idle.
     fn arm<P: Platform>(&self, p: &P, deadline: u64) {
         if deadline == NEVER {
             return;
@@ -248,7 +254,7 @@ impl VcpuTimer {
         // once).  Its delivery still measures the path (`Advance::tune`).
         // A deadline already passed measures nothing.
         let ahead = ns.saturating_sub(s.ns);
-        let used = if self.advance.enabled() && ahead > 0 {
+        let used = if self.advance.enabled() && ahead > 0 && p.is_blocking() {
             self.advance.ns().min(ahead)
         } else {
             NOT_TUNABLE
@@ -260,10 +266,32 @@ impl VcpuTimer {
     }
 
     fn disarm<P: Platform>(&self, p: &P) {
+        self.cancel(p);
+        self.armed.store(false, Ordering::Release);
+    }
+
+    /// Stop the host timer; one stopped before it fired delivers nothing
+    /// to measure.
+    fn cancel<P: Platform>(&self, p: &P) {
         if p.timer_cancel() {
             self.stats.cancel();
+            self.adv_used.store(NOT_TUNABLE, Ordering::Relaxed);
         }
-        self.armed.store(false, Ordering::Release);
+    }
+
+    /// SBI mode: an armed deadline whose host timer has not delivered yet
+    /// starts again, early or not by whether the vCPU blocks now ([`arm`]).
+    /// Only on the CPU the timer was started on, with interrupts off (put
+    /// from the scheduler, `pre_enter`): its callback cannot be running,
+    /// so the cancel does not wait.
+    ///
+    /// [`arm`]: Self::arm
+    fn rearm<P: Platform>(&self, p: &P) {
+        self.cancel(p);
+        let deadline = self.deadline();
+        if self.armed() && self.entry.load(Ordering::Acquire) != deadline {
+            self.arm(p, deadline);
+        }
     }
 
     /// The advance the running host timer was started with (0 if none).
@@ -333,9 +361,17 @@ impl VcpuTimer {
             let Some(ns) = self.expiry_ns(p, s, deadline) else {
                 return Expiry::Done;
             };
-            let at = ns.saturating_sub(self.advance_in_use());
+            let used = self.advance_in_use();
+            let at = ns.saturating_sub(used);
             if s.ns < at {
                 return Expiry::Again(at);
+            }
+            if used != 0 && s.ns < ns && !p.is_blocking() {
+                // Early for a vCPU that blocked, but it no longer does (it
+                // was woken otherwise and has not entered the guest yet):
+                // at the deadline itself, so that it does not wait for it.
+                self.adv_used.store(NOT_TUNABLE, Ordering::Relaxed);
+                return Expiry::Again(ns);
             }
             let rest = deadline - self.guest_cycles(p);
             if self.clock.cycles_to_ns_ceil(rest) > self.advance.max_ns() {
@@ -386,6 +422,11 @@ impl VcpuTimer {
     /// then raises it); every delivery is measured and tunes the advance.
     pub fn pre_enter<P: Platform>(&self, p: &P) {
         if self.entry.load(Ordering::Relaxed) == NEVER {
+            if self.mode == Mode::Sbi && self.advance_in_use() != 0 && self.armed() {
+                // Armed early when the vCPU blocked, which something else
+                // woke: running, it takes its interrupt at the deadline.
+                self.rearm(p);
+            }
             return;
         }
         let deadline = self.entry.swap(NEVER, Ordering::AcqRel);
@@ -459,9 +500,23 @@ impl VcpuTimer {
         }
     }
 
-    /// The vCPU is put (sched-out, or the end of an ioctl).
+    /// The vCPU is put (sched-out, or the end of an ioctl).  When it is
+    /// about to block in WFI, put runs from the scheduler with interrupts
+    /// off.
     pub fn put<P: Platform>(&self, p: &P) {
         if self.mode != Mode::Sstc {
+            // Blocking: the host timer armed at the deadline while the vCPU
+            // ran now fires early by the advance, to wake it in time.  Not
+            // for a masked timer, which does not end WFI.
+            if p.is_blocking()
+                && self.advance.enabled()
+                && self.armed()
+                && self.adv_used.load(Ordering::Relaxed) == NOT_TUNABLE
+                && self.timer_cpu.load(Ordering::Relaxed) == p.cpu()
+                && p.irq_enabled()
+            {
+                self.rearm(p);
+            }
             return;
         }
         // vstimecmp is saved by sync() after every exit.  Stop this hart's

@@ -37,6 +37,7 @@ struct kvt_stats {
 	u64 cancels;
 	u64 migrations;
 	u64 advance_ns;
+	u64 spin_ns;		/* waited for deadlines before guest entry */
 	u64 late[KVT_LATE_BUCKETS];
 };
 

@@ -109,6 +109,7 @@ pub(crate) unsafe fn write_stats(st: &Snapshot, advance_ns: u64, out: *mut bindi
         cancels: st.cancels,
         migrations: st.migrations,
         advance_ns,
+        spin_ns: st.spin_ns,
         late: st.late,
     };
     // SAFETY: the caller passes a writable `struct kvt_stats`.

@@ -112,12 +112,22 @@ def run_early(run):
     return max(run.get("early") or 0, sum(1 for t in lat if t < 0))
 
 
+def run_spin_ns(run):
+    """Host CPU time one run spent waiting for deadlines before guest entry,
+    in ns: kvm_vtimer's spin_ns; 0 for the in-tree timer, which never
+    waits; None if the module did not report it."""
+    if run.get("backend") == BASE:
+        return 0
+    return (run.get("module") or {}).get("spin_ns")
+
+
 def summarize_group(runs):
     """One (config, workload, backend): lateness pooled over the reps, the
     counters per interrupt, and the per-rep spread."""
     lat, lat_ns, reps = [], [], []
     irqs = exits = ipis = guest_exits = 0
     starts = cancels = 0
+    spin_ns = 0
     no_hrtimer = False
     for r in sorted(runs, key=lambda r: r.get("rep", 0)):
         hz = r.get("hz") or 0
@@ -137,6 +147,8 @@ def summarize_group(runs):
         else:
             starts += r["hrtimer_starts"]
             cancels += r["hrtimer_cancels"]
+        rs = run_spin_ns(r)
+        spin_ns = None if rs is None or spin_ns is None else spin_ns + rs
         reps.append({"rep": r.get("rep"), "p50": percentile(rl, 50),
                      "p99": percentile(rl, 99), "max": max(rl) if rl else None,
                      "early": run_early(r),
@@ -168,6 +180,9 @@ def summarize_group(runs):
         "hrtimer_starts_per_irq": None if no_hrtimer else per_irq(starts, irqs),
         "hrtimer_cancels_per_irq": None if no_hrtimer else per_irq(cancels, irqs),
         "hrtimer_ops_per_irq": per_irq(hrt, irqs),
+        "spin_ns": spin_ns,
+        # Host CPU time per interrupt spent waiting with interrupts off.
+        "spin_us_per_irq": None if spin_ns is None else per_irq(spin_ns / 1000, irqs),
         "spread": {"p50": spread("p50"), "p99": spread("p99"), "max": spread("max"),
                    "exits_per_irq": spread("exits_per_irq")},
         "per_rep": reps,
@@ -238,6 +253,7 @@ RATIO_COLS = (
     ("exits/irq", lambda s: s["exits_per_irq"]),
     ("ipis/irq", lambda s: s["ipis_per_irq"]),
     ("hrtimer ops/irq", lambda s: s["hrtimer_ops_per_irq"]),
+    ("spin us/irq", lambda s: s["spin_us_per_irq"]),
 )
 
 

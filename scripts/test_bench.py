@@ -85,6 +85,23 @@ class StatsTest(unittest.TestCase):
         self.assertEqual([x["rep"] for x in s["per_rep"]], [0, 1])
         self.assertEqual(s["spread"]["p50"], [50, 150])
         self.assertEqual(s["spread"]["p99"], [99, 199])
+        # No module figures in these runs: no spin time either.
+        self.assertIsNone(s["spin_us_per_irq"])
+
+    def test_spin_time_per_interrupt(self):
+        ours = bench.summarize_group([
+            run("vtimer", "wfi", rep=0, lateness=range(100), module={"spin_ns": 1_500_000}),
+            run("vtimer", "wfi", rep=1, lateness=range(100), module={"spin_ns": 500_000})])
+        self.assertEqual(ours["spin_ns"], 2_000_000)
+        self.assertEqual(ours["spin_us_per_irq"], 10.0)  # 2 ms over 200 interrupts
+        # The in-tree timer never waits before guest entry.
+        base = bench.summarize_group([run("intree", "wfi", lateness=range(100))])
+        self.assertEqual(base["spin_us_per_irq"], 0)
+        # One run of ours without the figure (an older module): none.
+        mixed = bench.summarize_group([
+            run("vtimer", "wfi", rep=0, module={"spin_ns": 10}),
+            run("vtimer", "wfi", rep=1, module={"irqs": 4})])
+        self.assertIsNone(mixed["spin_us_per_irq"])
 
     def test_intree_has_no_hrtimer_figures_and_negative_is_early(self):
         s = bench.summarize_group([run("intree", "past", lateness=(-3, 0, 5), early=0)])
@@ -117,7 +134,8 @@ class RatioTest(unittest.TestCase):
     def test_table_with_zeros_and_missing(self):
         runs = [run("intree", "busy", lateness=(0, 0)), run("vtimer", "busy", lateness=(0, 0)),
                 run("intree", "wfi", lateness=(10, 20), exits=4, ipis=2),
-                run("vtimer", "wfi", lateness=(5, 5), exits=0, ipis=2),
+                run("vtimer", "wfi", lateness=(5, 5), exits=0, ipis=2,
+                    module={"spin_ns": 3000}),
                 run("intree", "storm")]
         rows = bench.ratio_rows(bench.summarize(runs))
         by = {r["workload"]: r for r in rows}
@@ -127,6 +145,9 @@ class RatioTest(unittest.TestCase):
         self.assertEqual(by["wfi"]["p99"]["text"], "0.25 (5/20)")
         self.assertEqual(by["wfi"]["exits/irq"]["text"], "0 (0/2)")
         self.assertEqual(by["wfi"]["ipis/irq"]["text"], "1.00 (1/1)")
+        # Host CPU us per interrupt spent waiting: 3 us over 2; in-tree 0.
+        self.assertEqual(by["wfi"]["spin us/irq"]["text"], "1.5/0")
+        self.assertEqual(by["busy"]["spin us/irq"]["text"], "-/0")
         self.assertEqual(by["storm"]["p50"]["text"], "-/2")
         self.assertEqual(by["storm"]["reps"], "0/1")
         lines = bench.table(rows)

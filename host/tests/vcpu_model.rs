@@ -680,6 +680,7 @@ fn advance_delivers_at_the_deadline_and_not_before() {
     assert_eq!((st.irqs, st.early, st.starts, st.cancels), (1, 0, 2, 1));
     assert_eq!(st.late[0], 1, "delivered on the deadline's tick");
     assert_eq!(sim.spins.get(), 150, "waited the last 150 ticks");
+    assert_eq!(st.spin_ns, 15_000, "spun 15 us");
     // It had to wait 15 us: the estimate shrinks by half of that.
     assert_eq!(t.advance().ns(), 20_000 - 7_500);
 }
@@ -775,6 +776,7 @@ fn a_running_vcpu_takes_its_sbi_interrupt_at_the_deadline() {
     assert_eq!(sim.fires.get(), 1);
     assert_eq!(*sim.raises.borrow(), vec![(d, d)]);
     assert_eq!(sim.spins.get(), 0, "the running vCPU waited");
+    assert_eq!(t.stats().snapshot().spin_ns, 0);
     // It was no wakeup: the estimate is left alone.
     assert_eq!(t.advance().ns(), 20_000);
 }

@@ -39,6 +39,7 @@ pub struct Stats {
     starts: AtomicU64,
     cancels: AtomicU64,
     migrations: AtomicU64,
+    spin_ns: AtomicU64,
     late: [AtomicU64; LATE_BUCKETS],
 }
 
@@ -61,6 +62,9 @@ pub struct Snapshot {
     pub cancels: u64,
     /// Host timers moved to the vCPU's new CPU.
     pub migrations: u64,
+    /// Host CPU time spent waiting for deadlines before guest entry, with
+    /// interrupts off (the price of the timer advance), in ns.
+    pub spin_ns: u64,
     /// Lateness at guest entry, in counter ticks ([`late_bucket`]).
     pub late: [u64; LATE_BUCKETS],
 }
@@ -102,6 +106,10 @@ impl Stats {
         bump(&self.migrations);
     }
 
+    pub(crate) fn spin(&self, ns: u64) {
+        self.spin_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
     pub(crate) fn late(&self, ticks: u64) {
         bump(&self.late[late_bucket(ticks)]);
     }
@@ -117,6 +125,7 @@ impl Stats {
             starts: get(&self.starts),
             cancels: get(&self.cancels),
             migrations: get(&self.migrations),
+            spin_ns: get(&self.spin_ns),
             late: core::array::from_fn(|i| get(&self.late[i])),
         }
     }
@@ -147,11 +156,14 @@ mod tests {
         s.kick(Kick::Ipi);
         s.kick(Kick::Woken);
         s.kick(Kick::Quiet);
+        s.spin(700);
+        s.spin(300);
         let snap = s.snapshot();
         assert_eq!(
             (snap.irqs, snap.early, snap.ipis, snap.wakeups),
             (2, 1, 1, 1)
         );
         assert_eq!(snap.late[3], 1);
+        assert_eq!(snap.spin_ns, 1000);
     }
 }

@@ -451,9 +451,12 @@ impl VcpuTimer {
             // Counted on the host counter: a change of the VM's offset
             // meanwhile cannot stretch the wait.
             let start = p.host_cycles();
-            while p.host_cycles().wrapping_sub(start) < rest {
+            let mut spun = 0;
+            while spun < rest {
                 p.relax();
+                spun = p.host_cycles().wrapping_sub(start);
             }
+            self.stats.spin(self.clock.cycles_to_ns_ceil(spun));
             (0, waited_ns)
         };
         if self.mode == Mode::Sbi && self.fired.load(Ordering::Acquire) != deadline {

@@ -236,6 +236,7 @@ static int cpu_busy(u64 *busy)
 struct module_stats {
 	bool present;
 	u64 starts, cancels, migrations, irqs, early, wakeups, ipis, advance_ns;
+	u64 spin_ns;
 };
 
 static u64 stat_field(const char *line, const char *key)
@@ -272,6 +273,7 @@ static struct module_stats read_module_stats(struct kvm_vm *vm)
 		s.wakeups = stat_field(line, "wakeups");
 		s.ipis = stat_field(line, "ipis");
 		s.advance_ns = stat_field(line, "advance_ns");
+		s.spin_ns = stat_field(line, "spin_ns");
 	}
 	fclose(f);
 	return s;
@@ -393,10 +395,10 @@ static void run_one(const char *backend, enum workload wl, int rep)
 		       (t1.tv_nsec - t0.tv_nsec));
 	if (ms.present)
 		len += snprintf(buf + len, sizeof(buf) - len,
-				", \"hrtimer_starts\": %lu, \"hrtimer_cancels\": %lu, \"module\": {\"irqs\": %lu, \"early\": %lu, \"wakeups\": %lu, \"ipis\": %lu, \"migrations\": %lu, \"advance_ns\": %lu}",
+				", \"hrtimer_starts\": %lu, \"hrtimer_cancels\": %lu, \"module\": {\"irqs\": %lu, \"early\": %lu, \"wakeups\": %lu, \"ipis\": %lu, \"migrations\": %lu, \"advance_ns\": %lu, \"spin_ns\": %lu}",
 				ms.starts, ms.cancels, ms.irqs, ms.early,
 				ms.wakeups, ms.ipis, ms.migrations,
-				ms.advance_ns);
+				ms.advance_ns, ms.spin_ns);
 	else
 		len += snprintf(buf + len, sizeof(buf) - len,
 				", \"hrtimer_starts\": null, \"hrtimer_cancels\": null");

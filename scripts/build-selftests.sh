@@ -25,7 +25,7 @@ fi
 case $arch in
 riscv)
 	tests="arch_timer get-reg-list steal_time kvm_create_max_vcpus"
-	ours="kvt_sbi_timer kvt_timer_onereg kvt_rmmod kvt_bench kvt_fuzz kvt_stress" ;;
+	ours="kvt_sbi_timer kvt_timer_onereg kvt_busy_gap kvt_rmmod kvt_bench kvt_fuzz kvt_stress" ;;
 arm64)
 	tests="arch_timer get-reg-list steal_time kvm_create_max_vcpus
 		aarch64/arch_timer_edge_cases aarch64/vgic_irq"

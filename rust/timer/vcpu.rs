@@ -133,7 +133,9 @@ pub trait Platform {
 
     /// Wake or kick the vCPU.
     fn kick(&self) -> Kick;
-    /// Whether the vCPU is about to block (WFI).
+    /// Whether the vCPU blocks in WFI: true from just before the scheduler
+    /// puts it until it is woken.  The host timer callback reads it
+    /// racily, as a hint.
     fn is_blocking(&self) -> bool;
     /// Pause in a busy-wait loop (`cpu_relax`).
     fn relax(&self);

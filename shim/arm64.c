@@ -140,15 +140,14 @@ void kvt_arm64_set_cval(struct kvm_vcpu *vcpu, bool phys, u64 cval)
 }
 
 /*
- * Load a direct timer into this CPU's hardware, interrupts disabled.  The
- * physical timer is direct only on VHE: with CNTPOFF the hardware applies
- * the offset while the guest runs (the world switch moves the guest's
- * CVAL in and out); either way the host context sees CVAL + offset.
+ * Load a direct timer into this CPU's hardware, interrupts disabled: its
+ * counter offset (CNTVOFF; CNTPOFF where the CPU has it), @cval as the
+ * compare value, as is, then @ctl.  The physical timer is direct only on
+ * VHE; the caller has turned the guest's CVAL into what the hardware must
+ * hold in the host context (rust/timer/cntp.rs).
  */
-void kvt_arm64_hw_load(struct kvm_vcpu *vcpu, bool phys, u64 ctl, u64 cval)
+void kvt_arm64_hw_load(bool phys, u64 offset, u64 ctl, u64 cval)
 {
-	u64 offset = kvt_arm64_offset(vcpu, phys);
-
 	if (!phys) {
 		kvm_arm_timer_write_cntvoff(offset);
 		write_sysreg_el0(cval, SYS_CNTV_CVAL);
@@ -158,17 +157,18 @@ void kvt_arm64_hw_load(struct kvm_vcpu *vcpu, bool phys, u64 ctl, u64 cval)
 	}
 	if (has_cntpoff())
 		write_sysreg_s(offset, SYS_CNTPOFF_EL2);
-	write_sysreg_el0(cval + offset, SYS_CNTP_CVAL);
+	write_sysreg_el0(cval, SYS_CNTP_CVAL);
 	isb();
 	write_sysreg_el0(ctl, SYS_CNTP_CTL);
 }
 
 /*
- * Read a direct timer back and stop it, interrupts disabled.  CNTVOFF goes
- * back to 0: userspace may run before the next load, and on nVHE the
- * kernel's counter is then the virtual one.
+ * Read a direct timer's CTL and compare value back, as the hardware has
+ * them, and stop it, interrupts disabled.  The counter offsets go back to
+ * 0: userspace may run before the next load, and on nVHE the kernel's
+ * counter is then the virtual one.
  */
-void kvt_arm64_hw_save(struct kvm_vcpu *vcpu, bool phys, u64 *ctl, u64 *cval)
+void kvt_arm64_hw_save(bool phys, u64 *ctl, u64 *cval)
 {
 	if (!phys) {
 		*ctl = read_sysreg_el0(SYS_CNTV_CTL);
@@ -179,7 +179,7 @@ void kvt_arm64_hw_save(struct kvm_vcpu *vcpu, bool phys, u64 *ctl, u64 *cval)
 		return;
 	}
 	*ctl = read_sysreg_el0(SYS_CNTP_CTL);
-	*cval = read_sysreg_el0(SYS_CNTP_CVAL) - kvt_arm64_offset(vcpu, true);
+	*cval = read_sysreg_el0(SYS_CNTP_CVAL);
 	write_sysreg_el0(0, SYS_CNTP_CTL);
 	isb();
 	if (has_cntpoff())

@@ -2,7 +2,9 @@
 //! The arm64 EL1 timers (`rust/timer/el1.rs`) against a simulated host:
 //! a counter that runs at 1 GHz (one tick per host ns), the vCPU's saved
 //! registers, the hardware timers of the CPU it is loaded on, the vGIC lines
-//! and one host timer.
+//! and one host timer.  [`Sim::run_guest`] is KVM's VHE world switch
+//! (6.12), which with CNTPOFF moves the physical timer's `CVAL` between the
+//! saved register and the hardware.
 
 use std::cell::{Cell, RefCell};
 
@@ -25,7 +27,14 @@ struct Sim {
     offset: [Cell<u64>; 2],
     fixed: Cell<bool>,
     saved: [Cell<(u64, u64)>; 2],
+    /// The hardware timers as loaded: `CTL` and `CVAL` as the hardware
+    /// compares them in the host context (the virtual timer's against the
+    /// counter less `CNTVOFF`, the physical one's against the raw counter).
     hw: [Cell<Option<(u64, u64)>>; 2],
+    /// The CPU has ECV: `CNTPOFF_EL2`, and KVM's world switch uses it.
+    cntpoff: Cell<bool>,
+    /// `CNTPOFF_EL2`.
+    cntpoff_reg: Cell<u64>,
     line: [Cell<bool>; 2],
     raises: [Cell<u32>; 2],
     active: [Cell<bool>; 2],
@@ -43,7 +52,7 @@ struct Sim {
 
 impl Sim {
     fn guest_now(&self, t: Which) -> u64 {
-        self.now.get() - self.offset[idx(t)].get()
+        self.now.get().wrapping_sub(self.offset[idx(t)].get())
     }
 
     fn line(&self, t: Which) -> bool {
@@ -52,6 +61,64 @@ impl Sim {
 
     fn raises(&self, t: Which) -> u32 {
         self.raises[idx(t)].get()
+    }
+
+    /// The guest's `CTL` and `CVAL` of `t`, wherever they are, by KVM's
+    /// rule: while loaded, a physical timer with an offset has its `CVAL`
+    /// in the saved register (the world switch and the trap handler keep it
+    /// there), else in the hardware.
+    fn guest_regs(&self, t: Which) -> (u64, u64) {
+        match self.hw[idx(t)].get() {
+            None => self.saved[idx(t)].get(),
+            Some((ctl, _)) if t == Which::Phys && self.offset(t) != 0 => {
+                (ctl, self.saved[idx(t)].get().1)
+            }
+            Some(regs) => regs,
+        }
+    }
+
+    /// The vCPU enters the guest, which runs `guest`, and exits: KVM's VHE
+    /// `__activate_traps()` and `__deactivate_traps()` around it.  With
+    /// CNTPOFF the physical timer's hardware `CVAL` is the guest's while it
+    /// runs.
+    fn run_guest(&self, guest: impl FnOnce(&Sim)) {
+        let p = idx(Which::Phys);
+        let ecv = self.cntpoff.get() && self.hw[p].get().is_some();
+        if ecv {
+            let (ctl, _) = self.hw[p].get().unwrap();
+            self.hw[p].set(Some((ctl, self.saved[p].get().1)));
+        }
+        guest(self);
+        if ecv {
+            let (ctl, cval) = self.hw[p].get().unwrap();
+            self.set_cval(Which::Phys, cval);
+            let off = self.cntpoff_reg.get();
+            if off != 0 {
+                self.hw[p].set(Some((ctl, kvm_apply_offset(cval, off, self.now.get()))));
+            }
+        }
+    }
+
+    /// The running guest programs its timer `t` without a trap: the
+    /// virtual one, or the physical one with CNTPOFF or with no offset.
+    fn guest_program(&self, t: Which, ctl: u64, cval: u64) {
+        assert!(
+            t == Which::Virt || self.cntpoff.get() || self.offset(t) == 0,
+            "this access traps"
+        );
+        assert!(self.hw[idx(t)].get().is_some(), "timer not loaded");
+        self.hw[idx(t)].set(Some((ctl, cval)));
+    }
+}
+
+/// KVM's `timer_apply_offset()` (6.12), for the simulated world switch.
+fn kvm_apply_offset(cval: u64, offset: u64, now: u64) -> u64 {
+    if now.wrapping_sub(offset) >= cval {
+        0
+    } else if cval.wrapping_add(offset) > now {
+        cval.wrapping_add(offset)
+    } else {
+        u64::MAX
     }
 }
 
@@ -86,18 +153,33 @@ impl Platform for Sim {
         let (ctl, _) = self.saved[idx(t)].get();
         self.saved[idx(t)].set((ctl, cval));
     }
-    fn hw_load(&self, t: Which, ctl: u64, cval: u64) {
+    fn cntpoff(&self) -> bool {
+        self.cntpoff.get()
+    }
+    fn hw_load(&self, t: Which, offset: u64, ctl: u64, cval: u64) {
         assert!(self.irqs_off.get(), "hardware loaded with interrupts on");
+        assert_eq!(offset, self.offset(t));
+        if t == Which::Phys && self.cntpoff.get() {
+            self.cntpoff_reg.set(offset);
+        }
         self.hw[idx(t)].set(Some((ctl, cval)));
     }
     fn hw_save(&self, t: Which) -> (u64, u64) {
         assert!(self.irqs_off.get(), "hardware saved with interrupts on");
+        if t == Which::Phys {
+            self.cntpoff_reg.set(0);
+        }
         let (ctl, cval) = self.hw[idx(t)].take().expect("saving an unloaded timer");
         (ctl, cval)
     }
     fn hw_ctl(&self, t: Which) -> u64 {
         let (ctl, cval) = self.hw[idx(t)].get().expect("reading an unloaded timer");
-        if cval <= self.guest_now(t) {
+        // The host context: the physical timer against the raw counter.
+        let now = match t {
+            Which::Virt => self.guest_now(t),
+            Which::Phys => self.now.get(),
+        };
+        if cval <= now {
             ctl | CTL_ISTATUS
         } else {
             ctl
@@ -115,7 +197,7 @@ impl Platform for Sim {
         if level && !self.line[idx(t)].get() {
             self.raises[idx(t)].set(self.raises[idx(t)].get() + 1);
             // A raise must never come before the deadline.
-            let (ctl, cval) = self.hw[idx(t)].get().unwrap_or(self.saved[idx(t)].get());
+            let (ctl, cval) = self.guest_regs(t);
             assert!(
                 ctl & CTL_ENABLE != 0 && ctl & CTL_IMASK == 0,
                 "raised a disabled timer"
@@ -401,4 +483,147 @@ fn reset_disables_and_lowers() {
     assert!(!sim.line(Which::Phys));
     assert_eq!(sim.ctl(Which::Phys), 0);
     assert_eq!(sim.timer.get(), None);
+}
+
+/// The physical offsets the world-switch tests run with: CNTPOFF with and
+/// without an offset, no CNTPOFF with an offset (every access traps) and
+/// without (the guest programs the hardware).
+const PHYS_SETUPS: [(bool, u64); 4] = [(true, 250_000), (true, 0), (false, 250_000), (false, 0)];
+
+fn direct_phys(cntpoff: bool, offset: u64) -> (Sim, El1Timers) {
+    let (sim, t) = timers(Placement::Direct);
+    sim.cntpoff.set(cntpoff);
+    sim.offset[idx(Which::Phys)].set(offset);
+    (sim, t)
+}
+
+/// The guest programs its physical timer, as it can on that host.
+fn guest_phys(sim: &Sim, t: &El1Timers, ctl: u64, cval: u64) {
+    if sim.cntpoff.get() || sim.offset(Which::Phys) == 0 {
+        sim.run_guest(|s| s.guest_program(Which::Phys, ctl, cval));
+    } else {
+        t.guest_write(sim, Which::Phys, TimerReg::Cval, cval);
+        t.guest_write(sim, Which::Phys, TimerReg::Ctl, ctl);
+        sim.run_guest(|_| {});
+    }
+}
+
+#[test]
+fn a_put_while_the_physical_timer_is_due_keeps_the_guests_cval() {
+    for (cntpoff, offset) in PHYS_SETUPS {
+        for mask in [0, CTL_IMASK] {
+            let what = format!("cntpoff {cntpoff} offset {offset} mask {mask}");
+            let (sim, t) = direct_phys(cntpoff, offset);
+            t.load(&sim);
+            let cval = sim.guest_now(Which::Phys) - 10;
+            guest_phys(&sim, &t, CTL_ENABLE | mask, cval);
+            if cntpoff && offset != 0 {
+                // What the world switch left for the host context.
+                assert_eq!(sim.hw[1].get().unwrap().1, 0, "{what}");
+            }
+            // The host interrupt comes while the vCPU is loaded.
+            t.host_irq(&sim, Which::Phys);
+            assert_eq!(sim.line(Which::Phys), mask == 0, "{what}");
+            put(&sim, &t);
+            // Userspace reads the guest's CVAL (ONE_REG), and ISTATUS.
+            assert_eq!(t.read(&sim, Which::Phys, TimerReg::Cval), cval, "{what}");
+            assert_eq!(sim.cval(Which::Phys), cval, "{what}");
+            assert_eq!(
+                t.read(&sim, Which::Phys, TimerReg::Ctl),
+                CTL_ENABLE | mask | CTL_ISTATUS,
+                "{what}"
+            );
+            // Re-entry: still pending if unmasked; the guest reads its CVAL.
+            sim.now.set(sim.now.get() + 1_000);
+            t.load(&sim);
+            assert_eq!(sim.line(Which::Phys), mask == 0, "{what}");
+            sim.run_guest(|s| {
+                if cntpoff || offset == 0 {
+                    assert_eq!(s.hw[1].get().unwrap().1, cval, "{what}");
+                }
+            });
+            assert_eq!(t.read(&sim, Which::Phys, TimerReg::Cval), cval, "{what}");
+            assert_eq!(sim.raises(Which::Phys), u32::from(mask == 0), "{what}");
+        }
+    }
+}
+
+#[test]
+fn a_compare_value_whose_sum_wraps_never_fires() {
+    // The guest's counter is behind the host's (a positive offset), and
+    // the guest's CVAL is so far ahead that CVAL + offset wraps.
+    for (cntpoff, offset) in PHYS_SETUPS {
+        if offset == 0 {
+            continue;
+        }
+        let what = format!("cntpoff {cntpoff}");
+        let (sim, t) = direct_phys(cntpoff, offset);
+        t.load(&sim);
+        let cval = u64::MAX - 5;
+        guest_phys(&sim, &t, CTL_ENABLE, cval);
+        assert_eq!(sim.hw[1].get().unwrap().1, u64::MAX, "{what}");
+        // The host interrupt of the other timer, say: nothing to raise.
+        t.host_irq(&sim, Which::Phys);
+        assert!(!t.should_fire(&sim, Which::Phys), "{what}");
+        put(&sim, &t);
+        assert_eq!(sim.cval(Which::Phys), cval, "{what}");
+        // Loaded again (the load writes the hardware from the host): the
+        // hardware never fires, the host interrupt raises nothing.
+        t.load(&sim);
+        assert_eq!(sim.hw[1].get().unwrap().1, u64::MAX, "{what}");
+        assert_eq!(sim.hw_ctl(Which::Phys) & CTL_ISTATUS, 0, "{what}");
+        t.host_irq(&sim, Which::Phys);
+        // Blocked: the host timer is far away, if armed at all.
+        sim.blocking.set(true);
+        put(&sim, &t);
+        assert!(
+            sim.timer
+                .get()
+                .is_none_or(|at| at > sim.now.get() + (1 << 40)),
+            "{what}"
+        );
+        assert_eq!(sim.raises(Which::Phys), 0, "{what}");
+    }
+}
+
+#[test]
+fn a_cval_moved_ahead_while_the_line_is_up_drops_it_and_fires_again() {
+    // Direct physical timer: the guest moves CVAL without a trap (or with
+    // one, on a host without CNTPOFF and with an offset); the vGIC
+    // resamples the line on the next exit.
+    for (cntpoff, offset) in PHYS_SETUPS {
+        let what = format!("cntpoff {cntpoff} offset {offset}");
+        let (sim, t) = direct_phys(cntpoff, offset);
+        t.load(&sim);
+        let due = sim.guest_now(Which::Phys);
+        guest_phys(&sim, &t, CTL_ENABLE, due);
+        t.host_irq(&sim, Which::Phys);
+        assert!(sim.line(Which::Phys), "{what}");
+        let later = sim.guest_now(Which::Phys) + 5_000;
+        guest_phys(&sim, &t, CTL_ENABLE, later);
+        // The vGIC resamples the mapped line at the exit and takes the
+        // level the backend returns.
+        assert!(!t.input_level(&sim, Which::Phys), "{what}");
+        sim.line[1].set(false);
+        assert!(!t.level(Which::Phys), "{what}");
+        sim.now.set(sim.now.get() + 4_999);
+        t.host_irq(&sim, Which::Phys);
+        assert_eq!(sim.raises(Which::Phys), 1, "{what}");
+        sim.now.set(sim.now.get() + 1);
+        t.host_irq(&sim, Which::Phys);
+        assert_eq!(sim.raises(Which::Phys), 2, "{what}");
+    }
+    // Emulated physical timer (nVHE): every access traps; the write that
+    // drops the line must also watch the new deadline (upstream 6.14,
+    // b450dcce93bc, for KVM's own timer).
+    let (sim, t) = timers(Placement::Emulated);
+    t.load(&sim);
+    t.guest_write(&sim, Which::Phys, TimerReg::Tval, 0);
+    t.guest_write(&sim, Which::Phys, TimerReg::Ctl, CTL_ENABLE);
+    assert!(sim.line(Which::Phys));
+    t.guest_write(&sim, Which::Phys, TimerReg::Tval, 5_000);
+    assert!(!sim.line(Which::Phys));
+    assert_eq!(sim.timer.get(), Some(sim.now.get() + 5_000));
+    run_host_timer(&sim, &t);
+    assert_eq!(sim.raises(Which::Phys), 2);
 }

@@ -105,17 +105,22 @@ impl Platform for Host<'_> {
         unsafe { bindings::kvt_arm64_set_cval(self.vcpu(), is_phys(t), cval) }
     }
 
-    fn hw_load(&self, t: Which, ctl: u64, cval: u64) {
+    fn cntpoff(&self) -> bool {
+        // SAFETY: reads a final CPU capability; no preconditions.
+        unsafe { bindings::kvt_arm64_has_cntpoff() }
+    }
+
+    fn hw_load(&self, t: Which, offset: u64, ctl: u64, cval: u64) {
         // SAFETY: `El1Timers` calls this inside `atomic` (interrupts off)
         // from load or a trapped access, with this vCPU on this CPU, and
         // only for a direct timer (the physical one only on VHE).
-        unsafe { bindings::kvt_arm64_hw_load(self.vcpu(), is_phys(t), ctl, cval) }
+        unsafe { bindings::kvt_arm64_hw_load(is_phys(t), offset, ctl, cval) }
     }
 
     fn hw_save(&self, t: Which) -> (u64, u64) {
         let (mut ctl, mut cval) = (0, 0);
         // SAFETY: as in `hw_load`; the out-pointers are locals.
-        unsafe { bindings::kvt_arm64_hw_save(self.vcpu(), is_phys(t), &mut ctl, &mut cval) };
+        unsafe { bindings::kvt_arm64_hw_save(is_phys(t), &mut ctl, &mut cval) };
         (ctl, cval)
     }
 

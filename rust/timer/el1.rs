@@ -14,7 +14,9 @@
 //! not loaded ([`Platform::ctl`], [`Platform::cval`]); a direct timer's live
 //! copy is the hardware's from load to put.  Compare values are kept in the
 //! guest's view of its counter: host counter minus the VM's offset for that
-//! timer ([`Platform::offset`]).
+//! timer ([`Platform::offset`]).  A direct physical timer's compare value
+//! in the hardware is not always the guest's: [`super::cntp`] says where
+//! the guest's is, and what the hardware holds.
 //!
 //! One host timer per vCPU, started on the vCPU's CPU:
 //! - while the vCPU is loaded it watches the emulated timers;
@@ -29,6 +31,7 @@
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 
 use super::clock::{Clock, Sample};
+use super::cntp::PhysCval;
 use super::stats::Stats;
 
 /// `CNT*_CTL_EL0.ENABLE`.
@@ -128,11 +131,17 @@ pub trait Platform {
     /// Save `CVAL` of `t`.
     fn set_cval(&self, t: Which, cval: u64);
 
-    /// Load direct timer `t` into the hardware (with the counter offset);
-    /// interrupts off, this vCPU on this CPU.
-    fn hw_load(&self, t: Which, ctl: u64, cval: u64);
-    /// Read direct timer `t` back (`CTL`, guest-view `CVAL`) and stop it;
-    /// interrupts off, this vCPU loaded here.
+    /// Whether the CPU has `CNTPOFF_EL2` (ECV) and KVM's VHE world switch
+    /// uses it for the physical timer.
+    fn cntpoff(&self) -> bool;
+    /// Load direct timer `t` into the hardware: `offset` as its counter
+    /// offset (`CNTVOFF`; `CNTPOFF` where the CPU has it), `cval` as the
+    /// hardware `CVAL`, as is, then `ctl`.  Interrupts off, this vCPU on
+    /// this CPU.
+    fn hw_load(&self, t: Which, offset: u64, ctl: u64, cval: u64);
+    /// Read direct timer `t`'s hardware `CTL` and `CVAL`, as they are, and
+    /// stop it (counter offset back to 0); interrupts off, this vCPU loaded
+    /// here.
     fn hw_save(&self, t: Which) -> (u64, u64);
     /// The live `CTL` of direct timer `t` (ISTATUS included).
     fn hw_ctl(&self, t: Which) -> u64;
@@ -269,13 +278,52 @@ impl El1Timers {
     fn regs<P: Platform>(&self, p: &P, t: Which) -> (u64, u64) {
         if self.live(t) {
             p.atomic(|| {
-                let (ctl, cval) = p.hw_save(t);
-                p.hw_load(t, ctl, cval);
+                let (ctl, cval) = self.hw_save(p, t);
+                self.hw_load(p, t, ctl, cval);
                 (ctl, cval)
             })
         } else {
             (p.ctl(t), p.cval(t))
         }
+    }
+
+    /// Load direct timer `t` with the guest's `ctl` and `cval`; interrupts
+    /// off.  The virtual timer's offset applies in every context, so the
+    /// hardware takes the guest's value; the physical timer's as
+    /// [`PhysCval`] says.
+    fn hw_load<P: Platform>(&self, p: &P, t: Which, ctl: u64, cval: u64) {
+        let offset = p.offset(t);
+        let hw = match t {
+            Which::Virt => cval,
+            Which::Phys => {
+                let c = PhysCval {
+                    cntpoff: p.cntpoff(),
+                    offset,
+                };
+                if c.saved_is_guests() {
+                    // KVM's world switch loads the hardware from it at
+                    // guest entry (CNTPOFF); a trapped access reads it.
+                    p.set_cval(t, cval);
+                }
+                c.hw_cval(cval, p.counter())
+            }
+        };
+        p.hw_load(t, offset, ctl, hw);
+    }
+
+    /// Stop direct timer `t`: its `CTL` (from the hardware) and the guest's
+    /// `CVAL`; interrupts off.
+    fn hw_save<P: Platform>(&self, p: &P, t: Which) -> (u64, u64) {
+        let (ctl, hw) = p.hw_save(t);
+        let cval = match t {
+            Which::Virt => hw,
+            Which::Phys => PhysCval {
+                cntpoff: p.cntpoff(),
+                offset: p.offset(t),
+            }
+            .guest_cval(p.cval(t), hw),
+        };
+        (ctl, cval)
     }
 
     /// Whether `t`'s interrupt condition holds now.
@@ -428,7 +476,7 @@ impl El1Timers {
         p.atomic(|| {
             for t in Which::ALL {
                 if self.direct(t) {
-                    p.hw_load(t, p.ctl(t), p.cval(t));
+                    self.hw_load(p, t, p.ctl(t), p.cval(t));
                 }
             }
             self.loaded.store(true, Ordering::Relaxed);
@@ -452,7 +500,7 @@ impl El1Timers {
             }
             for t in Which::ALL {
                 if self.direct(t) {
-                    let (ctl, cval) = p.hw_save(t);
+                    let (ctl, cval) = self.hw_save(p, t);
                     p.set_ctl(t, ctl & !CTL_ISTATUS);
                     p.set_cval(t, cval);
                 }
@@ -607,9 +655,9 @@ impl El1Timers {
         if self.live(t) {
             p.atomic(|| {
                 let now = self.now(p, t);
-                let mut regs = p.hw_save(t);
+                let mut regs = self.hw_save(p, t);
                 self.apply(r, val, now, &mut regs);
-                p.hw_load(t, regs.0, regs.1);
+                self.hw_load(p, t, regs.0, regs.1);
             });
             return;
         }

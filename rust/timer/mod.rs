@@ -7,6 +7,7 @@
 
 pub mod advance;
 pub mod clock;
+pub mod cntp;
 pub mod el1;
 pub mod stats;
 pub mod vcpu;

@@ -26,6 +26,17 @@
  * value of the three defined bits is accepted (ISTATUS, read-only, is
  * ignored).
  *
+ * With -d, instead: a put while the timer is due.  The guest programs a
+ * CVAL in the past (half its counter: past in any view of the counter),
+ * with the interrupt masked at the timer, then unmasked, and each time
+ * returns to userspace with the timer due.  Userspace reads the guest's
+ * CVAL through ONE_REG, and CTL with ISTATUS set; back in the guest, CVAL
+ * is still its own, and the interrupt comes (after the guest unmasks it,
+ * for the masked one), once.  Without and with a counter offset
+ * (KVM_ARM_SET_COUNTER_OFFSET): with one, KVM's VHE world switch leaves
+ * the hardware CNTP_CVAL at 0 for a due physical timer where the CPU has
+ * CNTPOFF, and only the vCPU's saved register has the guest's value.
+ *
  * -v or -p: the virtual or the physical timer only (default: both).
  */
 #include <getopt.h>
@@ -48,6 +59,7 @@ static bool guest_past;
 /* Set by the guest as it arms the timer. */
 static u64 guest_armed_cnt;
 static u64 guest_armed_cval;
+static u64 guest_armed_ctl;
 
 struct timer_regs {
 	u64 ctl;
@@ -75,8 +87,8 @@ static void guest_arm(void)
 	GUEST_FAIL("the armed VM must not run again");
 }
 
-/* Exactly one interrupt: none for QUIET_MS after the first. */
-static void guest_check_one_irq(enum arch_timer timer)
+/* Exactly @n interrupts: none for QUIET_MS after the last. */
+static void guest_check_irqs(enum arch_timer timer, u64 n)
 {
 	u64 end = timer_get_cntct(timer) + msec_to_cycles(QUIET_MS);
 
@@ -84,7 +96,7 @@ static void guest_check_one_irq(enum arch_timer timer)
 	while (timer_get_cntct(timer) < end)
 		cpu_relax();
 	local_irq_disable();
-	GUEST_ASSERT_EQ(READ_ONCE(kvt_irqs[timer].count), 1);
+	GUEST_ASSERT_EQ(READ_ONCE(kvt_irqs[timer].count), n);
 	GUEST_ASSERT_EQ(READ_ONCE(kvt_irqs[!timer].count), 0);
 }
 
@@ -113,8 +125,83 @@ static void guest_restored(void)
 
 	kvt_guest_wait_irqs(timer, 1);
 	GUEST_ASSERT_EQ(READ_ONCE(kvt_irqs[timer].cval), cval);
-	guest_check_one_irq(timer);
+	guest_check_irqs(timer, 1);
 	GUEST_DONE();
+}
+
+/*
+ * -d: program a past CVAL, masked (IMASK) then unmasked, and stop with the
+ * timer due; once back, the interrupt comes.
+ */
+static void guest_due(void)
+{
+	enum arch_timer timer = guest_timer;
+	u64 ctl, cval;
+
+	kvt_guest_timer_init();
+	for (int i = 0; i < 2; i++) {
+		ctl = i ? CTL_ENABLE : CTL_ENABLE | CTL_IMASK;
+		cval = timer_get_cntct(timer) / 2 + i;
+		timer_set_cval(timer, cval);
+		timer_set_ctl(timer, ctl);
+		isb();
+		__GUEST_ASSERT(kvt_guest_check_istatus(timer),
+			       "%s timer: CVAL 0x%lx in the past, ISTATUS clear",
+			       kvt_timer_name(timer), cval);
+		WRITE_ONCE(guest_armed_cval, cval);
+		WRITE_ONCE(guest_armed_ctl, ctl);
+		GUEST_SYNC(i);
+
+		GUEST_ASSERT_EQ(timer_get_cval(timer), cval);
+		__GUEST_ASSERT(kvt_guest_check_istatus(timer),
+			       "%s timer: due before the exit, ISTATUS clear after it",
+			       kvt_timer_name(timer));
+		if (ctl & CTL_IMASK)
+			timer_set_ctl(timer, CTL_ENABLE);
+		kvt_guest_wait_irqs(timer, i + 1);
+		GUEST_ASSERT_EQ(READ_ONCE(kvt_irqs[timer].cval), cval);
+	}
+	guest_check_irqs(timer, 2);
+	GUEST_DONE();
+}
+
+/* -d: a put while @timer is due; @offset: with a VM counter offset. */
+static void test_put_due(enum arch_timer timer, bool offset)
+{
+	const char *what = offset ? "due at put, counter offset" : "due at put";
+	struct kvm_vcpu *vcpu;
+	struct kvm_vm *vm;
+	struct ucall uc;
+	u64 ctl, cval, cnt;
+
+	vm = kvt_timer_vm_create(&vcpu, guest_due);
+	guest_timer = timer;
+	sync_global_to_guest(vm, guest_timer);
+	/* The guest's counters half the host's: cval + offset does not wrap. */
+	if (offset)
+		kvt_set_counter_offset(vm, kvt_host_counter() / 2);
+
+	for (int i = 0; i < 2; i++) {
+		TEST_ASSERT_EQ(kvt_vcpu_run_watched(vcpu, &uc, what), UCALL_SYNC);
+		TEST_ASSERT_EQ(uc.args[1], i);
+		sync_global_from_guest(vm, guest_armed_cval);
+		sync_global_from_guest(vm, guest_armed_ctl);
+		cval = kvt_get_reg(vcpu, kvt_reg_cval(timer));
+		ctl = kvt_get_reg(vcpu, kvt_reg_ctl(timer));
+		cnt = kvt_get_reg(vcpu, kvt_reg_cnt(timer));
+		TEST_ASSERT(cval == guest_armed_cval,
+			    "%s timer, %s: ONE_REG CVAL 0x%lx, the guest's is 0x%lx",
+			    kvt_timer_name(timer), what, cval, guest_armed_cval);
+		TEST_ASSERT(ctl == (guest_armed_ctl | CTL_ISTATUS),
+			    "%s timer, %s: ONE_REG CTL 0x%lx, want 0x%lx",
+			    kvt_timer_name(timer), what, ctl, guest_armed_ctl | CTL_ISTATUS);
+		TEST_ASSERT(cnt >= cval, "%s timer, %s: CNT 0x%lx behind CVAL 0x%lx",
+			    kvt_timer_name(timer), what, cnt, cval);
+	}
+	TEST_ASSERT_EQ(kvt_vcpu_run_watched(vcpu, &uc, what), UCALL_DONE);
+	ksft_print_msg("%s timer, %s: CVAL kept, masked and unmasked; two interrupts\n",
+		       kvt_timer_name(timer), what);
+	kvt_timer_vm_free(vm);
 }
 
 /* Arm @timer in a VM, read its registers as a VMM saves them, destroy the VM. */
@@ -263,20 +350,21 @@ static void test_ctl_res0(enum arch_timer timer)
 
 static void help(const char *name)
 {
-	pr_info("usage: %s [-v | -p] [-r]\n", name);
+	pr_info("usage: %s [-v | -p] [-r | -d]\n", name);
 	pr_info("  -v  the virtual timer only\n");
 	pr_info("  -p  the physical timer only\n");
 	pr_info("  -r  CTL RES0 checks instead of save/restore\n");
+	pr_info("  -d  a put while the timer is due, instead of save/restore\n");
 	exit(KSFT_FAIL);
 }
 
 int main(int argc, char *argv[])
 {
 	bool test[KVT_NR_TIMERS] = { true, true };
-	bool res0 = false;
+	bool res0 = false, due = false;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "vpr")) != -1) {
+	while ((opt = getopt(argc, argv, "vprd")) != -1) {
 		switch (opt) {
 		case 'v':
 			test[PHYSICAL] = false;
@@ -287,21 +375,30 @@ int main(int argc, char *argv[])
 		case 'r':
 			res0 = true;
 			break;
+		case 'd':
+			due = true;
+			break;
 		default:
 			help(argv[0]);
 		}
 	}
-	if (!test[VIRTUAL] && !test[PHYSICAL])
+	if ((!test[VIRTUAL] && !test[PHYSICAL]) || (res0 && due))
 		help(argv[0]);
 	TEST_REQUIRE(kvm_has_cap(KVM_CAP_ONE_REG));
+	if (due)
+		TEST_REQUIRE(kvm_has_cap(KVM_CAP_COUNTER_OFFSET));
 
 	for (int t = VIRTUAL; t <= PHYSICAL; t++) {
 		if (!test[t])
 			continue;
-		if (res0)
+		if (res0) {
 			test_ctl_res0(t);
-		else
+		} else if (due) {
+			test_put_due(t, false);
+			test_put_due(t, true);
+		} else {
 			test_save_restore(t);
+		}
 	}
 	return 0;
 }

@@ -12,6 +12,7 @@
 #	make check	host unit tests + the selftest plan on every config
 #	make bench	the timer benchmark, in-tree against ours (build/bench/)
 #	make check-debug, make check-rt	the plan on debug and PREEMPT_RT kernels
+#	make realvm	Debian's QEMU and guest kernel in the emulated hosts
 #
 # ARCH selects the module's architecture for the plain module build.
 
@@ -23,7 +24,7 @@ PYTHON ?= python3
 CARGO ?= $(shell command -v cargo || echo $(HOME)/.cargo/bin/cargo)
 export PATH := $(PATH):$(HOME)/.cargo/bin
 
-.PHONY: modules clean deps host-test check check-debug check-rt run bench kernels
+.PHONY: modules clean deps host-test check check-debug check-rt run bench kernels realvm
 
 modules:
 	$(MAKE) -C $(KDIR) M=$(CURDIR) ARCH=$(ARCH) LLVM=1 modules
@@ -51,9 +52,14 @@ host-test: deps
 
 # One boot per config (CONFIGS= picks some); the last line is
 # "N passed, N failed, N skipped", host tests included.
+# Then the real-guest tier's short version (realvm.py --short, one step on
+# every config of selftests/realvm.toml), counted in the same summary line.
 check: host-test
+	rm -f build/realvm-short/results.txt
+	-$(PYTHON) scripts/realvm.py --short $(CONFIGS)
 	$(PYTHON) scripts/kvt.py suite --cargo-log build/cargo-test.log \
-		--unittest-log build/unittest.log $(CONFIGS)
+		--unittest-log build/unittest.log \
+		--results-log build/realvm-short/results.txt $(CONFIGS)
 
 # The same plan on the debug kernels (KASAN, lockdep, DEBUG_ATOMIC_SLEEP,
 # DEBUG_OBJECTS_TIMERS, KMEMLEAK, UBSAN) and on PREEMPT_RT (configs/*.config,
@@ -75,3 +81,9 @@ run: deps
 # and table in build/bench/.  BENCH_ARGS adds options, e.g. --publish.
 bench: deps
 	$(PYTHON) scripts/bench.py $(BENCH_ARGS) $(CONFIGS)
+
+# The real-guest tier (Documentation/testing.rst, "Real guests"): Debian's
+# QEMU runs Debian's guest kernel with KVM inside every config of
+# selftests/realvm.toml (CONFIGS= picks some), in-tree / ours / in-tree.
+realvm: deps
+	$(PYTHON) scripts/realvm.py $(CONFIGS)

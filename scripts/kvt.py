@@ -164,6 +164,9 @@ class Cpio:
     def file(self, name, body, mode=0o644):
         self._entry(name, stat.S_IFREG | mode, body)
 
+    def symlink(self, name, target):
+        self._entry(name, stat.S_IFLNK | 0o777, target.encode())
+
     def chardev(self, name, major, minor):
         self._entry(name, stat.S_IFCHR | 0o600, rdev=(major, minor))
 
@@ -266,11 +269,14 @@ def why_failed(lines):
     return lines[-1].strip() if lines else ""
 
 
-def boot(plan, name, prepared, tests, echo=False, steps=None, outdir=None):
+def boot(plan, name, prepared, tests, echo=False, steps=None, outdir=None,
+         initramfs=None, xfail_backend=None):
     """Boot config NAME and run its plan: plan_steps(TESTS), or STEPS as
     (test id or None, /plan line) when given (TESTS then only says which
     binaries to pack and the timeouts).  Outputs go to OUTDIR, by default
-    build/runs/NAME."""
+    build/runs/NAME.  INITRAMFS(path, plan_text), if given, writes the
+    initramfs instead of build_initramfs(); XFAIL_BACKEND maps a phase to
+    the backend the plan's xfails name."""
     cfg = plan["config"][name]
     arch = cfg["arch"]
     image, init, selftests, modules = prepared
@@ -285,7 +291,10 @@ def boot(plan, name, prepared, tests, echo=False, steps=None, outdir=None):
                            cfg.get("backends", BACKENDS))
     plan_text = "".join(line + "\n" for _, line in steps)
     (outdir / "plan").write_text(plan_text)
-    build_initramfs(initrd, arch, plan_text, init, selftests, tests, modules)
+    if initramfs:
+        initramfs(initrd, plan_text)
+    else:
+        build_initramfs(initrd, arch, plan_text, init, selftests, tests, modules)
 
     qemu, console, extra = QEMU[arch]
     logf = outdir / "console.log"
@@ -336,7 +345,8 @@ def boot(plan, name, prepared, tests, echo=False, steps=None, outdir=None):
     else:
         why = qemu_out.splitlines()[-1] if qemu_out else "QEMU exited"
     b = Boot(name, arch, log_path=logf, wall=wall)
-    b.results = classify(plan, name, [tid for tid, _ in steps if tid], console, wall, why)
+    b.results = classify(plan, name, [tid for tid, _ in steps if tid], console, wall, why,
+                         xfail_backend)
     for tid, lines in split_output(console).items():
         (outdir / f"{tid}.log").write_text("".join(l + "\n" for l in lines))
     return b
@@ -378,15 +388,18 @@ def split_output(console):
     return output
 
 
-def classify(plan, name, expected, console, wall, why_incomplete):
+def classify(plan, name, expected, console, wall, why_incomplete, xfail_backend=None):
     """Results of one boot from its console: one per expected step, then
-    the console check (the plan finished, no kernel splat)."""
+    the console check (the plan finished, no kernel splat).  XFAIL_BACKEND
+    maps a phase to the backend name xfails use (default: itself)."""
     seen = {m.group(3): m for m in map(RESULT_RE.match, console) if m}
     output = split_output(console)
     results = []
     for tid in expected:
         m = seen.get(tid)
         backend, _, test = tid.partition(".")
+        if xfail_backend:
+            backend = xfail_backend(backend)
         reason = xfail_reason(plan, name, backend, test)
         if m is None:
             results.append(Result(name, tid, "fail", 0.0, f"not run: {why_incomplete}"))
@@ -529,6 +542,25 @@ def host_counts(cargo_log=None, unittest_log=None):
     return counts
 
 
+RESULT_LINE_RE = re.compile(r"^(PASS|FAIL|SKIP|XFAIL|XPASS)\s+\S+/\S+ \(")
+
+
+def results_counts(path):
+    """Totals of the result lines (Result.line()) that another runner
+    saved, e.g. `realvm.py --short`; a missing file is one failure."""
+    counts = {"pass": 0, "fail": 0, "skip": 0, "xfail": 0, "xpass": 0}
+    p = Path(path)
+    if not p.exists():
+        print(f"FAIL {p.name}: no results (the run that writes them broke)")
+        counts["fail"] += 1
+        return counts
+    for line in p.read_text().splitlines():
+        m = RESULT_LINE_RE.match(line)
+        if m:
+            counts[m.group(1).lower()] += 1
+    return counts
+
+
 def cmd_suite(args):
     plan = load_plan()
     names = args.configs or configs_of_variant(plan, args.variant)
@@ -552,7 +584,11 @@ def cmd_suite(args):
             b = fut.result()
             boots[b.config] = b
             log(f"kvt: {b.config} done in {b.wall:.0f}s")
-    counts = report([boots[n] for n in names], host_counts(args.cargo_log, args.unittest_log))
+    extra = host_counts(args.cargo_log, args.unittest_log)
+    for path in args.results_log or []:
+        for k, v in results_counts(path).items():
+            extra[k] = extra.get(k, 0) + v
+    counts = report([boots[n] for n in names], extra)
     return 1 if counts["fail"] else 0
 
 
@@ -600,6 +636,8 @@ def main():
     s.add_argument("-v", "--verbose", action="store_true", help="echo results as they come")
     s.add_argument("--cargo-log", help="a saved `cargo test` output to count in")
     s.add_argument("--unittest-log", help="a saved Python unittest output to count in")
+    s.add_argument("--results-log", action="append",
+                   help="saved result lines of another runner to count in (repeatable)")
     s.add_argument("--variant", help="with no CONFIG: the configs of this kernel variant"
                    " (debug, rt; default: the plain kernels)")
     s.set_defaults(func=cmd_suite)

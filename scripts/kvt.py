@@ -299,7 +299,11 @@ def boot(plan, name, prepared, tests, echo=False, steps=None, outdir=None,
     qemu, console, extra = QEMU[arch]
     logf = outdir / "console.log"
     argv = [qemu, *cfg["qemu"], *extra, "-smp", str(cfg.get("smp", 4)),
-            "-m", cfg.get("mem", "1G"), "-display", "none", "-monitor", "none",
+            "-m", cfg.get("mem", "1G"), "-display", "none",
+            # KVT_MONITOR=1: the emulated host's QEMU monitor on a socket
+            # in OUTDIR, to look at a hung host (`info registers`).
+            "-monitor", (f"unix:{outdir}/monitor.sock,server=on,wait=off"
+                         if os.environ.get("KVT_MONITOR") else "none"),
             "-serial", f"file:{logf}", "-nic", "none", "-no-reboot",
             "-kernel", str(image), "-initrd", str(initrd),
             "-append", f"console={console} rdinit=/init panic=-1 printk.time=1"]

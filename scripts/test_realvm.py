@@ -78,6 +78,11 @@ class StepsTest(unittest.TestCase):
                          "run 60 intree.sr /bin/kvt_realvm -l -H saverestore 1 60 500")
         self.assertEqual(out["intree.l"], "run 60 intree.l /bin/kvt_realvm -l saverestore 1 60")
 
+    def test_short_run_is_our_timer_only(self):
+        steps = [{"id": "sr", "argv": ["saverestore", "1"], "timeout": 60}]
+        ids = [tid for tid, _ in realvm.steps_of(steps, False, ("vtimer",)) if tid]
+        self.assertEqual(ids, ["vtimer.insmod", "vtimer.sr", "vtimer.rmmod"])
+
     def test_short_step(self):
         steps = [{"id": "boot", "argv": ["boot", "1"], "timeout": 600},
                  {"id": "sr", "argv": ["saverestore", "1", "8000"], "timeout": 900}]

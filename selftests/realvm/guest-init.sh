@@ -105,6 +105,7 @@ saverestore)
 	b=$(girqs)
 	t1=$(gclock)
 	echo "KVT result idle_irqs_per_s $(awk "BEGIN { printf \"%.1f\", ($b - $a) / ($t1 - $t0) }")"
+	echo "KVT stats restored $b"
 	mark end
 	;;
 load)

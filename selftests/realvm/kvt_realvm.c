@@ -399,8 +399,11 @@ static void *mover(void *arg)
 
 /* ------------------------------------------------------------ statistics */
 
-/* The "total" line of the module's statistics file of the VM QEMU runs. */
-static bool read_vm_stats(struct vm_stats *s)
+/*
+ * The "total" line of the module's statistics file of the VM QEMU runs,
+ * which is also logged as the figure "vtimer_NAME".
+ */
+static bool read_vm_stats(struct vm_stats *s, const char *name)
 {
 	char path[300], line[1024], prefix[32];
 	struct dirent *d;
@@ -425,6 +428,8 @@ static bool read_vm_stats(struct vm_stats *s)
 				continue;
 			if (sscanf(line, "total irqs=%llu early=%llu", &s->irqs, &s->early) == 2)
 				found = true;
+			line[strcspn(line, "\n")] = '\0';
+			say("# vtimer_%s: %s", name, line + 6);
 		}
 		fclose(f);
 	}
@@ -481,9 +486,16 @@ static bool guest_line(char *line, double t)
 	} else if (!strncmp(line, "save", 4)) {
 		want_save = true;
 	} else if (sscanf(line, "stats %31s %llu", name, &girqs) == 2) {
-		struct vm_stats *s = !strcmp(name, "before") ? &stats_before : &stats_after;
+		/*
+		 * "before" and "after" bracket the load; any other name is a
+		 * figure only (a restored VM's statistics start again).
+		 */
+		static struct vm_stats other;
+		struct vm_stats *s = !strcmp(name, "before") ? &stats_before :
+				     !strcmp(name, "after") ? &stats_after : &other;
 
-		read_vm_stats(s);
+		if (vtimer_loaded)
+			read_vm_stats(s, name);
 		s->guest_irqs = girqs;
 	} else if (!strncmp(line, "rmmod", 5)) {
 		if (vtimer_loaded) {
@@ -739,18 +751,47 @@ static void save_restore(void)
 	pthread_mutex_unlock(&move_lock);
 	if (!live && !resume_restored())
 		return;
+	last_line_host = now();
 	nr_restores++;
 	restore_host_gap = now() - t0;
 	say("# kvt_realvm: saved in %.2f s, restored %.2f s after the save began",
 	    save_secs, restore_host_gap);
 }
 
+/*
+ * A restored guest silent for this long has QEMU's state and threads
+ * logged once: where a hang after a restore is.
+ */
+#define SILENT_S	30
+
+static void dump_silent(void)
+{
+	char reply[4096];
+
+	say("# kvt_realvm: no guest output for %d s after the restore", SILENT_S);
+	monitor("info status", reply, sizeof(reply), 2);
+	say("# %s", reply);
+	monitor("info registers", reply, sizeof(reply), 2);
+	for (char *l = strtok(reply, "\n"); l; l = strtok(NULL, "\n"))
+		if (strstr(l, " pc ") || strstr(l, "PC=") || strstr(l, "mip") ||
+		    strstr(l, "mie "))
+			say("# %s", l);
+	dump_stacks(qemu_pid);
+}
+
 /* Read the guest's console until "KVT done", QEMU's exit or the deadline. */
 static bool run_guest(double deadline)
 {
+	bool dumped = false;
+
 	for (;;) {
 		double left = deadline - now();
 		int r;
+
+		if (nr_restores && !dumped && now() - last_line_host > SILENT_S) {
+			dump_silent();
+			dumped = true;
+		}
 
 		if (left <= 0) {
 			fail("the guest did not finish in time (last line %.1f s ago)",

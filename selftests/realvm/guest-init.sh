@@ -89,8 +89,14 @@ saverestore)
 	cyc=$!
 	sleep 1
 	echo "KVT save"
-	# Ticks while cyclictest runs (the save and restore happen then),
-	# and 8 more after it.
+	# The host stops the VM in this sleep: the vCPU is then in the kernel
+	# (idle, or cyclictest's 1 ms wakeups), not in a user process.  A
+	# riscv64 VM stopped while the vCPU ran user code could come back with
+	# the user's tp in sscratch and loop in its exception entry, with
+	# either timer (Documentation/testing.rst, "Real guests").
+	sleep 2
+	# Ticks while cyclictest runs (the restore happens then), and 8 more
+	# after it.
 	i=0
 	while [ $i -lt 8 ]; do
 		sleep 0.25

@@ -774,7 +774,7 @@ static void dump_silent(void)
 	monitor("info registers", reply, sizeof(reply), 2);
 	for (char *l = strtok(reply, "\n"); l; l = strtok(NULL, "\n"))
 		if (strstr(l, " pc ") || strstr(l, "PC=") || strstr(l, "mip") ||
-		    strstr(l, "mie "))
+		    strstr(l, "mie ") || strstr(l, "sscratch") || strstr(l, "x4/tp"))
 			say("# %s", l);
 	dump_stacks(qemu_pid);
 }

@@ -220,7 +220,8 @@ def build_initramfs(path, arch, plan_text, init, selftests, tests, modules):
 def build_init(arch):
     out = BUILD / f"init-{arch}"
     src = ROOT / "selftests" / "host" / "init.c"
-    if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
+    srcs = (src, ROOT / "selftests" / "host" / "line_out.h")
+    if not out.exists() or out.stat().st_mtime < max(s.stat().st_mtime for s in srcs):
         cross = {"riscv": "riscv64-linux-gnu-", "arm64": "aarch64-linux-gnu-"}[arch]
         out.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(

@@ -93,7 +93,8 @@ def steps_of(steps, kvm_module, phases=PHASES):
 def build_runner(arch):
     out = kvt.BUILD / f"kvt_realvm-{arch}"
     src = ROOT / "selftests" / "realvm" / "kvt_realvm.c"
-    if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
+    srcs = (src, ROOT / "selftests" / "host" / "line_out.h")
+    if not out.exists() or out.stat().st_mtime < max(s.stat().st_mtime for s in srcs):
         out.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([f"{CROSS[arch]}gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror",
                         "-pthread", "-o", str(out), str(src), "-lm"], check=True)

@@ -41,30 +41,13 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
+#include "line_out.h"
+
 #define KSFT_SKIP	4
 #define MAX_ARGS	64
 #define LINE_MAX_LEN	4096
 
 static int test_nr;
-
-/* One write() per line keeps our lines whole between kernel messages. */
-static void out(const char *fmt, ...)
-{
-	char buf[LINE_MAX_LEN + 64];
-	va_list ap;
-	int len;
-
-	va_start(ap, fmt);
-	len = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
-	va_end(ap);
-	if (len < 0)
-		return;
-	if (len > (int)sizeof(buf) - 2)
-		len = sizeof(buf) - 2;
-	buf[len++] = '\n';
-	if (write(STDOUT_FILENO, buf, len) < 0)
-		return;
-}
 
 static double now(void)
 {
@@ -78,7 +61,7 @@ static void mount_fs(const char *src, const char *dst, const char *type)
 {
 	mkdir(dst, 0755);
 	if (mount(src, dst, type, 0, NULL) && errno != EBUSY)
-		out("# init: mount %s on %s: %s", type, dst, strerror(errno));
+		line_out("# init: mount %s on %s: %s", type, dst, strerror(errno));
 }
 
 static void result(int ok, const char *id, double secs, const char *fmt, ...)
@@ -91,8 +74,8 @@ static void result(int ok, const char *id, double secs, const char *fmt, ...)
 		vsnprintf(why, sizeof(why), fmt, ap);
 		va_end(ap);
 	}
-	out("%s %d %s # time=%.1fs%s%s", ok ? "ok" : "not ok", ++test_nr, id,
-	    secs, why[0] ? " " : "", why);
+	line_out("%s %d %s # time=%.1fs%s%s", ok ? "ok" : "not ok", ++test_nr, id,
+		 secs, why[0] ? " " : "", why);
 }
 
 /* Echo the child's output, indented, until EOF or the deadline. */
@@ -124,19 +107,19 @@ static int relay(int fd, double deadline)
 		buf[used] = '\0';
 		while ((nl = memchr(buf, '\n', used))) {
 			*nl = '\0';
-			out("    %s", buf);
+			line_out("    %s", buf);
 			used -= nl + 1 - buf;
 			memmove(buf, nl + 1, used);
 		}
 		if (used == sizeof(buf) - 1) {
 			buf[used] = '\0';
-			out("    %s", buf);
+			line_out("    %s", buf);
 			used = 0;
 		}
 	}
 	if (used) {
 		buf[used] = '\0';
-		out("    %s", buf);
+		line_out("    %s", buf);
 	}
 	return 0;
 }
@@ -236,12 +219,12 @@ static void step_cat(const char *path)
 	FILE *f = fopen(path, "re");
 
 	if (!f) {
-		out("# cat %s: %s", path, strerror(errno));
+		line_out("# cat %s: %s", path, strerror(errno));
 		return;
 	}
 	while (fgets(buf, sizeof(buf), f)) {
 		buf[strcspn(buf, "\n")] = '\0';
-		out("    %s", buf);
+		line_out("    %s", buf);
 	}
 	fclose(f);
 }
@@ -265,7 +248,7 @@ static void step_write(const char *path, const char *str)
 	int ret = write_file(path, str);
 
 	if (ret)
-		out("# init: write %s to %s: %s", str, path, strerror(-ret));
+		line_out("# init: write %s to %s: %s", str, path, strerror(-ret));
 }
 
 #define KMEMLEAK		"/sys/kernel/debug/kmemleak"
@@ -300,7 +283,7 @@ static void step_kmemleak(int timeout, const char *id)
 	}
 	while (fgets(buf, sizeof(buf), f)) {
 		buf[strcspn(buf, "\n")] = '\0';
-		out("    %s", buf);
+		line_out("    %s", buf);
 		if (strstr(buf, "unreferenced object"))
 			leaks++;
 	}
@@ -360,17 +343,17 @@ int main(int main_argc, char **main_argv)
 
 	plan = fopen(plan_path, "re");
 	if (!plan) {
-		out("# init: no %s: %s", plan_path, strerror(errno));
+		line_out("# init: no %s: %s", plan_path, strerror(errno));
 		goto off;
 	}
-	out("KTAP version 1");
-	out("1..%d", count_tests(plan));
+	line_out("KTAP version 1");
+	line_out("1..%d", count_tests(plan));
 	while (fgets(line, sizeof(line), plan)) {
 		argc = split(line, argv);
 		if (argc == 0 || argv[0][0] == '#')
 			continue;
 		if (!strcmp(argv[0], "phase") && argc == 2)
-			out("# phase %s", argv[1]);
+			line_out("# phase %s", argv[1]);
 		else if (!strcmp(argv[0], "cat") && argc == 2)
 			step_cat(argv[1]);
 		else if (!strcmp(argv[0], "write") && argc == 3)
@@ -384,11 +367,11 @@ int main(int main_argc, char **main_argv)
 		else if (!strcmp(argv[0], "rmmod") && argc == 4)
 			step_rmmod(argv[2], argv[3]);
 		else
-			out("# init: bad plan line: %s", argv[0]);
+			line_out("# init: bad plan line: %s", argv[0]);
 	}
 	fclose(plan);
 off:
-	out("# init: plan done, powering off");
+	line_out("# init: plan done, powering off");
 	if (!is_init)
 		return 0;
 	sync();

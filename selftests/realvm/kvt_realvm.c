@@ -62,6 +62,8 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
+#include "../host/line_out.h"
+
 #ifdef __riscv
 #define QEMU		"/usr/bin/qemu-system-riscv64"
 #define CONSOLE		"ttyS0"
@@ -147,24 +149,6 @@ static double now(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static void say(const char *fmt, ...)
-{
-	char buf[LINE_LEN + 64];
-	va_list ap;
-	int len;
-
-	va_start(ap, fmt);
-	len = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
-	va_end(ap);
-	if (len < 0)
-		return;
-	if (len > (int)sizeof(buf) - 2)
-		len = sizeof(buf) - 2;
-	buf[len++] = '\n';
-	if (write(STDOUT_FILENO, buf, len) < 0)
-		return;
-}
-
 static void fail(const char *fmt, ...)
 {
 	char buf[512];
@@ -173,7 +157,7 @@ static void fail(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	say("# FAIL: %s", buf);
+	line_out("# FAIL: %s", buf);
 	failed = true;
 }
 
@@ -183,7 +167,7 @@ static void make_fifo(const char *path)
 {
 	unlink(path);
 	if (mkfifo(path, 0600)) {
-		say("# FAIL: mkfifo %s: %s", path, strerror(errno));
+		line_out("# FAIL: mkfifo %s: %s", path, strerror(errno));
 		exit(1);
 	}
 }
@@ -248,12 +232,12 @@ static pid_t start_qemu(bool incoming)
 	argv[argc] = NULL;
 
 	if (pipe2(serial, O_CLOEXEC)) {
-		say("# FAIL: pipe: %s", strerror(errno));
+		line_out("# FAIL: pipe: %s", strerror(errno));
 		exit(1);
 	}
 	pid = fork();
 	if (pid < 0) {
-		say("# FAIL: fork: %s", strerror(errno));
+		line_out("# FAIL: fork: %s", strerror(errno));
 		exit(1);
 	}
 	if (pid == 0) {
@@ -278,8 +262,8 @@ static pid_t start_qemu(bool incoming)
 		close(mon_out);
 	mon_in = open(MON ".in", O_RDWR | O_CLOEXEC);
 	mon_out = open(MON ".out", O_RDWR | O_CLOEXEC | O_NONBLOCK);
-	say("# kvt_realvm: started %s%s (pid %d)", QEMU,
-	    incoming ? " -incoming" : "", pid);
+	line_out("# kvt_realvm: started %s%s (pid %d)", QEMU,
+		 incoming ? " -incoming" : "", pid);
 	return pid;
 }
 
@@ -429,7 +413,7 @@ static bool read_vm_stats(struct vm_stats *s, const char *name)
 			if (sscanf(line, "total irqs=%llu early=%llu", &s->irqs, &s->early) == 2)
 				found = true;
 			line[strcspn(line, "\n")] = '\0';
-			say("# vtimer_%s: %s", name, line + 6);
+			line_out("# vtimer_%s: %s", name, line + 6);
 		}
 		fclose(f);
 	}
@@ -461,7 +445,7 @@ static bool guest_line(char *line, double t)
 	unsigned long long girqs;
 
 	last_line_host = t;
-	say("%s", line);
+	line_out("%s", line);
 	for (size_t i = 0; i < ARRAY_SIZE(splats); i++)
 		if (strstr(line, splats[i]))
 			fail("guest kernel report: %s", line);
@@ -504,7 +488,7 @@ static bool guest_line(char *line, double t)
 			else if (errno != EBUSY && errno != EWOULDBLOCK)
 				fail("rmmod kvm_vtimer with a VM: %s, not EBUSY", strerror(errno));
 			else
-				say("# rmmod_while_running: refused (%s)", strerror(errno));
+				line_out("# rmmod_while_running: refused (%s)", strerror(errno));
 		}
 	} else if (sscanf(line, "tick %lf %llu", &g, &girqs) == 2) {
 		if (tick_prev_g >= 0 && nr_restores) {
@@ -521,7 +505,7 @@ static bool guest_line(char *line, double t)
 		char key[64], val[128];
 
 		if (sscanf(line + 7, "%63s %127[^\n]", key, val) == 2)
-			say("# %s: %s", key, val);
+			line_out("# %s: %s", key, val);
 	} else if (!strncmp(line, "done", 4)) {
 		return true;
 	}
@@ -675,7 +659,7 @@ static void dump_stacks(pid_t pid)
 			used += snprintf(out + used, sizeof(out) - used, "%s%s",
 					 used ? " < " : "", fn);
 		}
-		say("# stack %s (%s): %s", de->d_name, comm, out);
+		line_out("# stack %s (%s): %s", de->d_name, comm, out);
 	}
 	closedir(d);
 }
@@ -726,8 +710,8 @@ static void save_restore(void)
 			break;
 		}
 		if (now() > next_dump) {
-			say("# kvt_realvm: the save takes %.0f s so far; QEMU's threads:",
-			    now() - t0);
+			line_out("# kvt_realvm: the save takes %.0f s so far; QEMU's threads:",
+				 now() - t0);
 			dump_stacks(qemu_pid);
 			next_dump += SAVE_SLOW_S;
 		}
@@ -754,8 +738,8 @@ static void save_restore(void)
 	last_line_host = now();
 	nr_restores++;
 	restore_host_gap = now() - t0;
-	say("# kvt_realvm: saved in %.2f s, restored %.2f s after the save began",
-	    save_secs, restore_host_gap);
+	line_out("# kvt_realvm: saved in %.2f s, restored %.2f s after the save began",
+		 save_secs, restore_host_gap);
 }
 
 /*
@@ -768,14 +752,14 @@ static void dump_silent(void)
 {
 	char reply[4096];
 
-	say("# kvt_realvm: no guest output for %d s after the restore", SILENT_S);
+	line_out("# kvt_realvm: no guest output for %d s after the restore", SILENT_S);
 	monitor("info status", reply, sizeof(reply), 2);
-	say("# %s", reply);
+	line_out("# %s", reply);
 	monitor("info registers", reply, sizeof(reply), 2);
 	for (char *l = strtok(reply, "\n"); l; l = strtok(NULL, "\n"))
 		if (strstr(l, " pc ") || strstr(l, "PC=") || strstr(l, "mip") ||
 		    strstr(l, "mie ") || strstr(l, "sscratch") || strstr(l, "x4/tp"))
-			say("# %s", l);
+			line_out("# %s", l);
 	dump_stacks(qemu_pid);
 }
 
@@ -829,8 +813,8 @@ static void check_clock(void)
 			continue;
 		snprintf(prev, sizeof(prev), "%s", marks[i - 1].name);
 		host = marks[i].host - marks[i - 1].host;
-		say("# sleep_1s_host_s: %.4f (guest %.4f)", host,
-		    marks[i].guest - marks[i - 1].guest);
+		line_out("# sleep_1s_host_s: %.4f (guest %.4f)", host,
+			 marks[i].guest - marks[i - 1].guest);
 		if (marks[i].guest - marks[i - 1].guest < 1.0)
 			fail("guest sleep 1 took %.4f s of guest time",
 			     marks[i].guest - marks[i - 1].guest);
@@ -847,8 +831,8 @@ static void check_clock(void)
 		double host = z->host - a->host, guest = z->guest - a->guest;
 		double diff = guest - host, ppm = host > 0 ? diff / host * 1e6 : 0;
 
-		say("# clock_span_s: host %.3f guest %.3f", host, guest);
-		say("# clock_drift_ms: %.2f (%.0f ppm)", diff * 1000, ppm);
+		line_out("# clock_span_s: host %.3f guest %.3f", host, guest);
+		line_out("# clock_drift_ms: %.2f (%.0f ppm)", diff * 1000, ppm);
 		if (!strcmp(step, "boot") && fabs(diff) > DRIFT_MAX_S &&
 		    fabs(ppm) > DRIFT_MAX_PPM)
 			fail("guest clock drifted %.1f ms (%.0f ppm) against the host's",
@@ -860,8 +844,8 @@ static void check_restore(void)
 {
 	if (!nr_restores)
 		return;
-	say("# restore: save %.2f s; guest tick gaps after it: %d, min %.3f s, max %.3f s",
-	    save_secs, nr_ticks, tick_min_gap, tick_max_gap);
+	line_out("# restore: save %.2f s; guest tick gaps after it: %d, min %.3f s, max %.3f s",
+		 save_secs, nr_ticks, tick_min_gap, tick_max_gap);
 	if (nr_ticks < 3)
 		fail("only %d guest ticks after the restore", nr_ticks);
 	/*
@@ -892,8 +876,8 @@ static void check_stats(void)
 	}
 	d_irqs = stats_after.irqs - stats_before.irqs;
 	d_guest = stats_after.guest_irqs - stats_before.guest_irqs;
-	say("# load_irqs: module %lld, guest %lld; early %llu", d_irqs, d_guest,
-	    stats_after.early);
+	line_out("# load_irqs: module %lld, guest %lld; early %llu", d_irqs, d_guest,
+		 stats_after.early);
 	if (stats_after.early)
 		fail("%llu early timer interrupts", stats_after.early);
 	/*
@@ -937,8 +921,8 @@ int main(int argc, char **argv)
 	if (nr_cpus < 1)
 		nr_cpus = 1;
 	vtimer_loaded = access("/sys/module/kvm_vtimer", F_OK) == 0;
-	say("# kvt_realvm: step %s, %d vCPUs, kvm_vtimer %s", step, vcpus,
-	    vtimer_loaded ? "loaded" : "not loaded");
+	line_out("# kvt_realvm: step %s, %d vCPUs, kvm_vtimer %s", step, vcpus,
+		 vtimer_loaded ? "loaded" : "not loaded");
 	t_start = now();
 	if (huge && !setup_huge())
 		return 1;
@@ -950,10 +934,10 @@ int main(int argc, char **argv)
 	pthread_join(mover_thread, NULL);
 	if (wait_qemu(ok ? 60 : 0) < 0 && ok)
 		fail("QEMU did not exit after the guest powered off");
-	say("# moves: %lu", nr_moves);
+	line_out("# moves: %lu", nr_moves);
 	check_clock();
 	check_restore();
 	check_stats();
-	say("# wall_s: %.1f", now() - t_start);
+	line_out("# wall_s: %.1f", now() - t_start);
 	return failed ? 1 : 0;
 }

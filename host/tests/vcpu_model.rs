@@ -639,16 +639,23 @@ fn restoring_a_raised_deadline_raises_once_and_reset_forgets_it() {
     assert!(sim.irq.get());
 }
 
-#[test]
-fn advance_delivers_at_the_deadline_and_not_before() {
-    // 10 MHz: 100 ns a tick; a 20 us advance is 200 ticks.
+/// A 10 MHz vCPU timer in `mode` with a 20 us advance estimate (at most
+/// 50 us), reset, on its simulated platform.
+fn with_advance(mode: Mode) -> (Sim, VcpuTimer) {
     let sim = Sim::new(10_000_000);
     let t = VcpuTimer::new(
-        Mode::Sbi,
+        mode,
         Clock::new(10_000_000).unwrap(),
         Advance::new(20_000, 50_000),
     );
     t.reset(&sim);
+    (sim, t)
+}
+
+#[test]
+fn advance_delivers_at_the_deadline_and_not_before() {
+    // 10 MHz: 100 ns a tick; a 20 us advance is 200 ticks.
+    let (sim, t) = with_advance(Mode::Sbi);
     let d = sim.guest() + 100_000;
     sim.deadline_seen.set(d);
     t.set_timer(&sim, d);
@@ -720,13 +727,7 @@ fn a_deadline_nearer_than_the_advance_fires_once_and_tunes_it() {
     // delivery measures the path: fired 5 us early, the vCPU entered 3 us
     // later and waited the last 2 us, so the path took 3 us.
     for mode in [Mode::Sbi, Mode::Sstc] {
-        let sim = Sim::new(10_000_000);
-        let t = VcpuTimer::new(
-            mode,
-            Clock::new(10_000_000).unwrap(),
-            Advance::new(20_000, 50_000),
-        );
-        t.reset(&sim);
+        let (sim, t) = with_advance(mode);
         t.load(&sim);
         let d = sim.guest() + 50;
         sim.deadline_seen.set(d);
@@ -760,13 +761,7 @@ fn a_running_vcpu_takes_its_sbi_interrupt_at_the_deadline() {
     // The guest spins through its deadline: the host timer fires at the
     // deadline, not by the advance before it, and the vCPU does not wait
     // for it before guest entry.
-    let sim = Sim::new(10_000_000);
-    let t = VcpuTimer::new(
-        Mode::Sbi,
-        Clock::new(10_000_000).unwrap(),
-        Advance::new(20_000, 50_000),
-    );
-    t.reset(&sim);
+    let (sim, t) = with_advance(Mode::Sbi);
     let d = sim.guest() + 100_000;
     sim.deadline_seen.set(d);
     t.set_timer(&sim, d);
@@ -786,13 +781,7 @@ fn a_vcpu_woken_before_its_early_timer_runs_to_the_deadline() {
     // The vCPU blocks (its host timer moves 20 us early), then something
     // else wakes it 50 us before the deadline: back in the guest, its
     // host timer is at the deadline again.
-    let sim = Sim::new(10_000_000);
-    let t = VcpuTimer::new(
-        Mode::Sbi,
-        Clock::new(10_000_000).unwrap(),
-        Advance::new(20_000, 50_000),
-    );
-    t.reset(&sim);
+    let (sim, t) = with_advance(Mode::Sbi);
     let d = sim.guest() + 100_000;
     let d_ns = sim.ns_at(d.wrapping_sub(sim.delta.get()));
     sim.deadline_seen.set(d);

@@ -77,8 +77,10 @@ run: deps
 	$(PYTHON) scripts/bench.py --reps 1 --out build/bench-run riscv-sstc || test $$? = 4
 
 # The timer benchmark (Documentation/benchmarks.rst): every config with
-# `bench = true` (CONFIGS= picks some), 5 interleaved repetitions; JSON, plot
-# and table in build/bench/.  BENCH_ARGS adds options, e.g. --publish.
+# `bench = true` (CONFIGS= picks some), 5 interleaved repetitions of
+# kvt_bench and kvt_busy_gap; JSON, plot and table in build/bench/, and one
+# line per goal (met, MISSED, not measured).  BENCH_ARGS adds options, e.g.
+# --publish, or --strict to fail on a MISSED goal.
 bench: deps
 	$(PYTHON) scripts/bench.py $(BENCH_ARGS) $(CONFIGS)
 

@@ -5,8 +5,10 @@ output, and of kvt.boot() with an explicit plan, on a fake QEMU.
     python3 -m unittest discover -s scripts -p 'test_*.py'
 """
 
+import io
 import json
 import os
+import re
 import sys
 import tempfile
 import unittest
@@ -112,9 +114,21 @@ class StatsTest(unittest.TestCase):
         runs = [run("vtimer", "wfi"), run("intree", "wfi"), run("vtimer", "busy"),
                 run("intree", "busy", config="riscv-nosstc"), run("intree", "busy")]
         self.assertEqual(list(bench.summarize(runs)),
-                         [("riscv-sstc", "busy", "intree"), ("riscv-sstc", "busy", "vtimer"),
-                          ("riscv-sstc", "wfi", "intree"), ("riscv-sstc", "wfi", "vtimer"),
-                          ("riscv-nosstc", "busy", "intree")])
+                         [("riscv-sstc", "sstc", "busy", "intree"),
+                          ("riscv-sstc", "sstc", "busy", "vtimer"),
+                          ("riscv-sstc", "sstc", "wfi", "intree"),
+                          ("riscv-sstc", "sstc", "wfi", "vtimer"),
+                          ("riscv-nosstc", "sstc", "busy", "intree")])
+
+    def test_modes_apart(self):
+        # One config, both timer modes: one summary each, modes as they came.
+        runs = [run("vtimer", "wfi", mode="sbi"), run("vtimer", "wfi", mode="sstc"),
+                run("intree", "wfi", mode="sbi"), run("intree", "wfi", mode=None)]
+        self.assertEqual(list(bench.summarize(runs)),
+                         [("riscv-sstc", "sbi", "wfi", "intree"),
+                          ("riscv-sstc", "sbi", "wfi", "vtimer"),
+                          ("riscv-sstc", "sstc", "wfi", "vtimer"),
+                          ("riscv-sstc", "?", "wfi", "intree")])
 
 
 class RatioTest(unittest.TestCase):
@@ -152,78 +166,379 @@ class RatioTest(unittest.TestCase):
         self.assertEqual(by["storm"]["reps"], "0/1")
         lines = bench.table(rows)
         self.assertEqual(len(lines), 4)
-        self.assertTrue(lines[0].startswith("config"))
-        json.dumps(rows)  # goes into bench.json
+        self.assertEqual(lines[0].split()[:3], ["config", "mode", "workload"])
+        self.assertIn("spin us/irq", lines[0])
+        self.assertEqual(by["wfi"]["mode"], "sstc")
+        # Into bench.json, the spin figures with both sides.
+        doc = json.loads(json.dumps(rows))
+        self.assertEqual(doc[1]["spin us/irq"],
+                         {"ours": 1.5, "intree": 0, "ratio": None, "text": "1.5/0"})
 
     def test_spread(self):
         runs = [run("intree", "wfi", rep=0, lateness=(1, 2, 3)),
                 run("intree", "wfi", rep=1, lateness=(5, 6, 7)),
                 run("vtimer", "wfi", rep=0, lateness=(1,))]
         lines = bench.spread_lines(bench.summarize(runs))
-        self.assertEqual(lines[1].split(), ["riscv-sstc", "wfi", "1..1", "2..6", "1..1", "3..7"])
+        self.assertEqual(lines[1].split(),
+                         ["riscv-sstc", "sstc", "wfi", "1..1", "2..6", "1..1", "3..7"])
         lines = bench.spread_lines(bench.summarize(runs[:2]))
-        self.assertEqual(lines[1].split(), ["riscv-sstc", "wfi", "-", "2..6", "-", "3..7"])
+        self.assertEqual(lines[1].split(),
+                         ["riscv-sstc", "sstc", "wfi", "-", "2..6", "-", "3..7"])
+
+
+def gap(backend, mode, gap_max, gap_p50=3, rep=0, config="riscv-sstc", deadlines=100):
+    return {"backend": backend, "mode": mode, "hz": 10_000_000, "deadlines": deadlines,
+            "gap_max": gap_max, "gap_p50": gap_p50, "config": config, "rep": rep}
+
+
+def workloads_of(config, mode, backend, lateness, **kw):
+    """One run of every workload."""
+    return [run(backend, w, config=config, mode=mode, lateness=lateness, **kw)
+            for w in bench.WORKLOADS]
+
+
+# The shipped figures of the tests: riscv-nosstc/sbi only.
+BASELINE = {("riscv-nosstc", "sbi", w): {"ours": {"p50": 40, "p99": 200, "max": 900,
+                                                   "hz": 10_000_000}}
+            for w in bench.WORKLOADS}
+TARGETS = {("riscv-sstc", "sstc"): "direct", ("riscv-sstc", "sbi"): "emulated",
+           ("riscv-nosstc", "sbi"): "emulated",
+           ("arm64-vhe", "vtimer"): "direct", ("arm64-nvhe", "ptimer"): "emulated"}
+
+
+def good_runs():
+    """Every goal met where measured: Sstc with busy at 5 ticks, wfi at
+    6; SBI under the baseline; in-tree slower, with a longer tail."""
+    lat_ours = [5] * 90 + [8] * 10
+    lat_base = [30] * 90 + [300] * 10
+    runs = []
+    for c, m in (("riscv-sstc", "sstc"), ("riscv-nosstc", "sbi")):
+        runs += workloads_of(c, m, "intree", lat_base, exits=100, ipis=4)
+        runs += workloads_of(c, m, "vtimer", lat_ours, exits=100, ipis=4,
+                             module={"spin_ns": 200_000})
+    gaps = [gap(b, m, g, config=c)
+            for c, modes in (("riscv-sstc", ("sbi", "sstc")), ("riscv-nosstc", ("sbi",)))
+            for m in modes for b, g in (("intree", 400), ("vtimer", 400))]
+    return runs, gaps
+
+
+def evaluate(runs, gaps=(), targets=None, baseline=None, cap_ns=None):
+    gs = bench.evaluate_goals(bench.summarize(runs), bench.summarize_gaps(gaps),
+                              TARGETS if targets is None else targets,
+                              BASELINE if baseline is None else baseline, cap_ns)
+    return {(g["goal"], g["config"], g["mode"]): g for g in gs}
+
+
+def replace(runs, config, mode, workload, backend, **kw):
+    """RUNS with one run's fields changed."""
+    out = []
+    for r in runs:
+        if (r["config"], r["mode"], r["workload"], r["backend"]) == (config, mode, workload,
+                                                                    backend):
+            r = dict(r, **kw)
+            if "lateness" in kw:
+                r["irqs"] = len(kw["lateness"])
+        out.append(r)
+    return out
 
 
 class GoalTest(unittest.TestCase):
-    def evaluate(self, runs):
-        return {(g["goal"], g["config"], g["workload"]): g
-                for g in bench.goals(bench.summarize(runs))}
+    def status(self, g, goal, config, mode):
+        return g[(goal, config, mode)]["status"]
 
-    def test_met(self):
-        runs = [run("intree", "wfi", lateness=[10] * 50 + [100] * 50, exits=10, ipis=5),
-                run("vtimer", "wfi", lateness=[10] * 50 + [50] * 50, exits=10, ipis=5),
-                run("intree", "busy", exits=4), run("vtimer", "busy", exits=0)]
-        g = self.evaluate(runs)
-        self.assertTrue(g[("wfi p99 <= in-tree/2", "riscv-sstc", "wfi")]["met"])
-        self.assertTrue(g[("wfi p50 <= in-tree", "riscv-sstc", "wfi")]["met"])
-        self.assertTrue(g[("busy (Sstc): 0 exits/irq", "riscv-sstc", "busy")]["met"])
-        self.assertTrue(all(x["met"] for x in g.values()))
+    def test_all_met_where_measured(self):
+        runs, gaps = good_runs()
+        g = evaluate(runs, gaps)
+        for goal in (0, 2, 3, 4, 5, 6):
+            self.assertEqual(self.status(g, goal, "riscv-nosstc", "sbi"), "met", goal)
+        for goal in (0, 1, 3, 4, 5, 6):
+            self.assertEqual(self.status(g, goal, "riscv-sstc", "sstc"), "met", goal)
+        # Goal 1 is for direct timers, goal 2 for emulated ones.
+        self.assertNotIn((1, "riscv-nosstc", "sbi"), g)
+        self.assertNotIn((2, "riscv-sstc", "sstc"), g)
+        # riscv-sstc's SBI mode: busy gap only (kvt_bench uses Sstc there).
+        self.assertEqual(self.status(g, 0, "riscv-sstc", "sbi"), "met")
+        for goal in (2, 3, 4, 5, 6):
+            self.assertEqual(self.status(g, goal, "riscv-sstc", "sbi"), "not measured", goal)
+        self.assertFalse(any(x["status"] == "MISSED" for x in g.values()))
         self.assertEqual(bench.ours_early(bench.summarize(runs)), 0)
 
-    def test_not_met(self):
-        runs = [run("intree", "wfi", lateness=[10] * 99 + [100], exits=1, ipis=0),
-                run("vtimer", "wfi", lateness=[11] * 99 + [51], exits=20, ipis=20, early=2),
-                run("intree", "busy"), run("vtimer", "busy", exits=1, ecall_exits=1)]
-        g = self.evaluate(runs)
-        self.assertFalse(g[("wfi p99 <= in-tree/2", "riscv-sstc", "wfi")]["met"])
-        self.assertFalse(g[("wfi p50 <= in-tree", "riscv-sstc", "wfi")]["met"])
-        self.assertFalse(g[("busy (Sstc): 0 exits/irq", "riscv-sstc", "busy")]["met"])
-        self.assertFalse(g[("exits/irq <= in-tree", "riscv-sstc", "wfi")]["met"])
-        self.assertFalse(g[("ipis/irq <= in-tree", "riscv-sstc", "wfi")]["met"])
-        self.assertFalse(g[("0 early", "riscv-sstc", "wfi (vtimer)")]["met"])
-        self.assertTrue(g[("0 early", "riscv-sstc", "wfi (intree)")]["met"])
-        self.assertEqual(bench.ours_early(bench.summarize(runs)), 2)
-        self.assertTrue(any(l.startswith("NOT MET") for l in
-                            bench.goal_lines(list(g.values()))))
+    def test_not_measured_is_never_met(self):
+        runs, gaps = good_runs()
+        g = evaluate(runs, gaps)
+        # arm64: no benchmark there yet.
+        for goal in (0, 1, 3, 4, 5, 6):
+            self.assertEqual(self.status(g, goal, "arm64-vhe", "vtimer"), "not measured")
+        self.assertEqual(self.status(g, 2, "arm64-nvhe", "ptimer"), "not measured")
+        # No baseline for the mode: the goal is not measured, even with
+        # every other figure there and met.
+        g = evaluate(runs, gaps, baseline={})
+        self.assertEqual(self.status(g, 2, "riscv-nosstc", "sbi"), "not measured")
+        self.assertTrue(g[(2, "riscv-nosstc", "sbi")]["detail"].startswith(
+            "no figures for shipped busy p50, shipped busy p99, shipped wfi p50"))
+        # One workload missing: goals over every workload are not measured.
+        part = [r for r in runs if r["workload"] != "storm"]
+        g = evaluate(part, gaps)
+        for goal in (2, 4, 5, 6):
+            self.assertEqual(self.status(g, goal, "riscv-nosstc", "sbi"), "not measured")
+        self.assertEqual(self.status(g, 3, "riscv-nosstc", "sbi"), "met")
+        # No busy gap: goal 0 not measured.
+        g = evaluate(runs, [x for x in gaps if x["backend"] == "vtimer"])
+        self.assertEqual(self.status(g, 0, "riscv-sstc", "sstc"), "not measured")
+        # A mode of unknown kind: goals 1 and 2 cannot be judged.
+        g = evaluate(runs, gaps, targets={("riscv-sstc", "sstc"): None})
+        self.assertEqual(self.status(g, 1, "riscv-sstc", "sstc"), "not measured")
+        self.assertEqual(self.status(g, 2, "riscv-sstc", "sstc"), "not measured")
+        self.assertIn("bench_modes", g[(1, "riscv-sstc", "sstc")]["detail"])
+        # An older module without spin_ns: goal 5 not measured.
+        old = [dict(r, module={}) if r["backend"] == "vtimer" else r for r in runs]
+        g = evaluate(old, gaps)
+        self.assertEqual(self.status(g, 5, "riscv-sstc", "sstc"), "not measured")
+        self.assertEqual(g[(5, "riscv-sstc", "sstc")]["detail"],
+                         "no figures for busy spin us/irq, wfi spin us/irq, storm spin us/irq, "
+                         "past spin us/irq, migrate spin us/irq")
 
-    def test_host_exits_and_noise(self):
-        # A spinning Sstc guest: host-tick exits on both sides, none of its
-        # own; 7 IPIs against 6 in 1000 interrupts is counting noise, 40
-        # against 6 is not.
-        lat = [1] * 1000
-        runs = [run("intree", "busy", lateness=lat, exits=300, ipis=6),
-                run("vtimer", "busy", lateness=lat, exits=300, ipis=7, ecall_exits=0),
-                run("intree", "wfi", lateness=lat, exits=1000, ipis=6),
-                run("vtimer", "wfi", lateness=lat, exits=1000, ipis=40)]
-        g = self.evaluate(runs)
-        self.assertTrue(g[("busy (Sstc): 0 exits/irq", "riscv-sstc", "busy")]["met"])
-        self.assertEqual(g[("ipis/irq <= in-tree", "riscv-sstc", "busy")]["met"], "noise")
-        self.assertFalse(g[("ipis/irq <= in-tree", "riscv-sstc", "wfi")]["met"])
+    def test_missed_busy_gap(self):
+        runs, gaps = good_runs()
+        gaps.append(gap("vtimer", "sbi", 401, rep=1))
+        g = evaluate(runs, gaps)
+        self.assertEqual(self.status(g, 0, "riscv-sstc", "sbi"), "MISSED")
+        self.assertIn("ours 401 vs in-tree 400", g[(0, "riscv-sstc", "sbi")]["detail"])
+        self.assertEqual(self.status(g, 0, "riscv-sstc", "sstc"), "met")
+
+    def test_missed_direct(self):
+        runs, gaps = good_runs()
+        # wfi p50 3 ticks above busy's: beyond the 2 allowed.
+        slow = replace(runs, "riscv-sstc", "sstc", "wfi", "vtimer", lateness=[8] * 100)
+        g = evaluate(slow, gaps)
+        self.assertEqual(self.status(g, 1, "riscv-sstc", "sstc"), "MISSED")
+        self.assertEqual(g[(1, "riscv-sstc", "sstc")]["detail"], "wfi p50 8 vs busy p50 5 + 2")
+        # Exactly 2 above is within.
+        ok = replace(runs, "riscv-sstc", "sstc", "wfi", "vtimer", lateness=[7] * 90 + [16] * 10)
+        self.assertEqual(self.status(evaluate(ok, gaps), 1, "riscv-sstc", "sstc"), "met")
+        # p99 beyond twice busy's.
+        tail = replace(runs, "riscv-sstc", "sstc", "wfi", "vtimer", lateness=[5] * 90 + [17] * 10)
+        self.assertEqual(self.status(evaluate(tail, gaps), 1, "riscv-sstc", "sstc"), "MISSED")
+        # More exits per interrupt than in-tree on the WFI guest.
+        ex = replace(runs, "riscv-sstc", "sstc", "wfi", "vtimer", exits=200)
+        g = evaluate(ex, gaps)
+        self.assertEqual(self.status(g, 1, "riscv-sstc", "sstc"), "MISSED")
+        self.assertEqual(self.status(g, 4, "riscv-sstc", "sstc"), "MISSED")
+
+    def test_missed_emulated(self):
+        runs, gaps = good_runs()
+        # p99 above the shipped figure on one workload.
+        worse = replace(runs, "riscv-nosstc", "sbi", "storm", "vtimer",
+                        lateness=[5] * 90 + [250] * 10)
+        g = evaluate(worse, gaps)
+        self.assertEqual(self.status(g, 2, "riscv-nosstc", "sbi"), "MISSED")
+        self.assertEqual(g[(2, "riscv-nosstc", "sbi")]["detail"], "storm p99 250 vs shipped 200")
+        # max above the in-tree timer's (still under the shipped max: that
+        # one is not a goal).
+        lmax = replace(runs, "riscv-nosstc", "sbi", "past", "vtimer", lateness=[5] * 99 + [301])
+        g = evaluate(lmax, gaps)
+        self.assertEqual(g[(2, "riscv-nosstc", "sbi")]["detail"], "past max 301 vs in-tree 300")
+        # A baseline at another counter frequency is converted: 40 ticks
+        # at 5 MHz are 80 at this run's 10 MHz.
+        base = {k: {"ours": dict(v["ours"], hz=5_000_000)} for k, v in BASELINE.items()}
+        g = evaluate(runs, gaps, baseline=base)
+        self.assertIn("busy p50 5 vs shipped 80", g[(2, "riscv-nosstc", "sbi")]["detail"])
+
+    def test_missed_migrate(self):
+        runs, gaps = good_runs()
+        # p99 more than half the in-tree timer's (300).
+        r = replace(runs, "riscv-sstc", "sstc", "migrate", "vtimer", lateness=[5] * 90 + [151] * 10)
+        g = evaluate(r, gaps)
+        self.assertEqual(self.status(g, 3, "riscv-sstc", "sstc"), "MISSED")
+        self.assertEqual(g[(3, "riscv-sstc", "sstc")]["detail"], "p99 151 vs 0.5x in-tree 300")
+        r = replace(runs, "riscv-sstc", "sstc", "migrate", "vtimer", lateness=[5] * 90 + [150] * 10)
+        self.assertEqual(self.status(evaluate(r, gaps), 3, "riscv-sstc", "sstc"), "met")
+
+    def test_missed_ipis_and_noise(self):
+        runs, gaps = good_runs()
+        lat = [5] * 1000
+        # 7 IPIs against 6 in 1000 interrupts: counting noise, met; 40: not.
+        noisy = replace(runs, "riscv-sstc", "sstc", "busy", "intree", lateness=lat, ipis=6)
+        noisy = replace(noisy, "riscv-sstc", "sstc", "busy", "vtimer", lateness=lat, ipis=7)
+        g = evaluate(noisy, gaps)
+        self.assertEqual(self.status(g, 4, "riscv-sstc", "sstc"), "met")
+        self.assertIn("within counting noise: 7 against 6", g[(4, "riscv-sstc", "sstc")]["detail"])
+        many = replace(noisy, "riscv-sstc", "sstc", "busy", "vtimer", ipis=40)
+        g = evaluate(many, gaps)
+        self.assertEqual(self.status(g, 4, "riscv-sstc", "sstc"), "MISSED")
+        self.assertEqual(g[(4, "riscv-sstc", "sstc")]["detail"],
+                         "busy ipis/irq ours 0.04 vs in-tree 0.006")
         self.assertTrue(bench.within_noise(7, 6))
         self.assertFalse(bench.within_noise(40, 6))
         self.assertFalse(bench.within_noise(None, 6))
-        lines = bench.goal_lines([x for x in g.values() if x["workload"] == "busy"])
-        self.assertTrue(any(l.startswith("~MET") for l in lines), lines)
 
-    def test_no_data_and_sbi(self):
-        runs = [run("intree", "wfi", config="riscv-nosstc", mode="sbi"),
-                run("vtimer", "busy", config="riscv-nosstc", mode="sbi", exits=8)]
-        g = self.evaluate(runs)
-        self.assertIsNone(g[("wfi p99 <= in-tree/2", "riscv-nosstc", "wfi")]["met"])
-        self.assertIsNone(g[("exits/irq <= in-tree", "riscv-nosstc", "busy")]["met"])
-        self.assertNotIn(("busy (Sstc): 0 exits/irq", "riscv-nosstc", "busy"), g)
-        self.assertIn("n/a", bench.goal_lines(list(g.values()))[0])
+    def test_spin_cost(self):
+        runs, gaps = good_runs()
+        # 200 us over 100 interrupts: 2 us each, under the 50 us cap.
+        g = evaluate(runs, gaps)
+        self.assertIn("wfi spin us/irq ours 2 vs in-tree 0 (cap 50)",
+                      g[(5, "riscv-sstc", "sstc")]["detail"])
+        # With a cap of 1 us (advance_max_ns=1000), 2 us is above it.
+        g = evaluate(runs, gaps, cap_ns=bench.advance_cap_ns("advance_max_ns=1000"))
+        self.assertEqual(self.status(g, 5, "riscv-sstc", "sstc"), "MISSED")
+        self.assertEqual(bench.advance_cap_ns(""), bench.ADVANCE_MAX_NS)
+        self.assertEqual(bench.advance_cap_ns("other=3"), bench.ADVANCE_MAX_NS)
+
+    def test_default_cap_is_the_modules(self):
+        shim = (kvt.ROOT / "shim" / "riscv.c").read_text()
+        m = re.search(r"static unsigned int advance_max_ns = .*: (\d+);", shim)
+        self.assertIsNotNone(m)
+        self.assertEqual(int(m.group(1)), bench.ADVANCE_MAX_NS)
+
+    def test_early_fails(self):
+        runs, gaps = good_runs()
+        # One early interrupt of ours: goals 1 and 6 missed.
+        r = replace(runs, "riscv-sstc", "sstc", "past", "vtimer", lateness=[-1] + [5] * 99)
+        g = evaluate(r, gaps)
+        self.assertEqual(self.status(g, 6, "riscv-sstc", "sstc"), "MISSED")
+        self.assertEqual(g[(6, "riscv-sstc", "sstc")]["detail"], "past ours 1 early of 100")
+        self.assertEqual(self.status(g, 1, "riscv-sstc", "sstc"), "MISSED")
+        self.assertEqual(bench.ours_early(bench.summarize(r)), 1)
+        # The in-tree timer's early interrupts fail goal 6 too (counted by
+        # kvt_bench even without a negative sample).
+        r = replace(runs, "riscv-nosstc", "sbi", "wfi", "intree", early=2)
+        g = evaluate(r, gaps)
+        self.assertEqual(self.status(g, 6, "riscv-nosstc", "sbi"), "MISSED")
+        self.assertEqual(bench.ours_early(bench.summarize(r)), 0)
+        # Met: the interrupts counted.
+        g = evaluate(runs, gaps)
+        self.assertEqual(g[(6, "riscv-sstc", "sstc")]["detail"],
+                         "none in 500 interrupts of ours, 500 of in-tree")
+
+    def test_lines_and_summary(self):
+        runs, gaps = good_runs()
+        runs = replace(runs, "riscv-sstc", "sstc", "migrate", "vtimer", lateness=[5] * 99 + [301])
+        gs = bench.evaluate_goals(bench.summarize(runs), bench.summarize_gaps(gaps), TARGETS,
+                                  BASELINE)
+        lines = bench.goal_lines(gs)
+        line_re = re.compile(r"^goal (\d) \(([A-Za-z ]+)\) ([\w-]+)/(\w+): "
+                             r"(met|MISSED|not measured) \((.+)\)$")
+        for line in lines:
+            self.assertRegex(line, line_re)
+        self.assertIn("goal 3 (migrate) riscv-sstc/sstc: MISSED (max 301 vs in-tree 300)", lines)
+        self.assertIn("goal 1 (direct timer) arm64-vhe/vtimer: not measured "
+                      "(no kvt_bench figures for this config and mode)", lines)
+        # In goal order, then config/mode.
+        self.assertEqual([int(line_re.match(x).group(1)) for x in lines],
+                         sorted(int(line_re.match(x).group(1)) for x in lines))
+        summ = bench.goal_summary(gs)
+        self.assertEqual(summ["counts"]["MISSED"], 1)
+        self.assertEqual(sum(summ["counts"].values()), len(gs))
+        self.assertIn("missed: 3 riscv-sstc/sstc", summ["line"])
+        json.dumps(gs)  # goes into bench.json
+
+    def test_targets(self):
+        plan = kvt.load_plan()
+        t = bench.goal_targets(plan, ["riscv-nosstc"])
+        self.assertEqual(t, {("riscv-nosstc", "sbi"): "emulated"})
+        t = bench.goal_targets(plan, ["riscv-sstc", "riscv-nosstc"], declared=True)
+        self.assertEqual(t[("riscv-sstc", "sstc")], "direct")
+        self.assertEqual(t[("riscv-sstc", "sbi")], "emulated")
+        self.assertEqual(t[("arm64-vhe", "vtimer")], "direct")
+        self.assertEqual(t[("arm64-nvhe", "ptimer")], "emulated")
+        self.assertEqual(list(t)[:3], [("riscv-sstc", "sstc"), ("riscv-sstc", "sbi"),
+                                       ("riscv-nosstc", "sbi")])
+        # A mode the results have but the plan does not declare.
+        t = bench.goal_targets(plan, ["riscv-nosstc"], [run("vtimer", "wfi", config="x")],
+                               [gap("vtimer", "sbi", 3, config="riscv-nosstc")])
+        self.assertEqual(t, {("riscv-nosstc", "sbi"): "emulated", ("x", "sstc"): None})
+
+
+class BaselineTest(unittest.TestCase):
+    def test_repo_baseline(self):
+        figs, meta = bench.load_baseline()
+        self.assertEqual(meta["path"], "Documentation/bench/baseline.toml")
+        self.assertEqual(meta["source"], "Documentation/bench/results.rst")
+        for c, m in (("riscv-sstc", "sstc"), ("riscv-nosstc", "sbi")):
+            for w in bench.WORKLOADS:
+                f = figs[(c, m, w)]
+                self.assertEqual(f["ours"]["hz"], 10_000_000)
+                self.assertLessEqual(f["ours"]["p50"], f["ours"]["p99"])
+                self.assertLessEqual(f["intree"]["p99"], f["intree"]["max"])
+        self.assertEqual(len(figs), 10)
+        self.assertEqual(figs[("riscv-nosstc", "sbi", "wfi")]["ours"]["p99"], 224)
+
+    def test_baseline_is_the_shipped_table(self):
+        # While results.rst is still the run the baseline was taken from,
+        # every figure must match its table.
+        figs, meta = bench.load_baseline()
+        rst = (kvt.ROOT / meta["source"]).read_text()
+        if f"(git {meta['git']})" not in rst:
+            self.skipTest("results.rst was republished since")
+        rows = [line.split() for line in rst.splitlines() if line.startswith("riscv-")]
+        fig_re = re.compile(r"\((\d+)/(\d+)\)")
+        seen = 0
+        for row in rows:
+            c, w = row[0], row[1]
+            cells = [fig_re.search(x) for x in row[3:]]
+            cells = [x for x in cells if x][:3]
+            m = "sstc" if c == "riscv-sstc" else "sbi"
+            f = figs[(c, m, w)]
+            for key, cell in zip(("p50", "p99", "max"), cells):
+                self.assertEqual(f["ours"][key], int(cell.group(1)), (c, w, key))
+                self.assertEqual(f["intree"][key], int(cell.group(2)), (c, w, key))
+            seen += 1
+        self.assertEqual(seen, 10)
+
+    def test_missing_file(self):
+        self.assertEqual(bench.load_baseline("/nonexistent/baseline.toml"), ({}, {}))
+
+
+class GapTest(unittest.TestCase):
+    def test_parse(self):
+        good = gap("vtimer", "sbi", 42)
+        lines = ["random", bench.GAP_PREFIX + json.dumps(good) + "\r",
+                 bench.GAP_PREFIX + "{\"backend\": [  3.1] cut",
+                 bench.GAP_PREFIX + json.dumps({"backend": "x"}),
+                 "# kvt-busy-gap-other {}"]
+        recs, bad = bench.parse_gap_lines(lines)
+        self.assertEqual(recs, [good])
+        self.assertEqual(len(bad), 2)
+
+    def test_summary(self):
+        gs = bench.summarize_gaps([gap("vtimer", "sbi", 10, 2, rep=0),
+                                   gap("vtimer", "sbi", 30, 4, rep=1),
+                                   gap("vtimer", "sbi", 20, 3, rep=2),
+                                   gap("intree", "sbi", 25, 1),
+                                   gap("intree", "sstc", 5, 1)])
+        self.assertEqual(list(gs), [("riscv-sstc", "sbi", "intree"),
+                                    ("riscv-sstc", "sbi", "vtimer"),
+                                    ("riscv-sstc", "sstc", "intree")])
+        s = gs[("riscv-sstc", "sbi", "vtimer")]
+        self.assertEqual((s["gap_max"], s["gap_p50"], s["reps"], s["deadlines"]),
+                         (30, 3, 3, 300))
+        self.assertEqual(s["spread"]["gap_max"], [10, 30])
+        head, body = bench.gap_cells(gs)
+        self.assertEqual(body[0][:5], ["riscv-sstc", "sbi", "3/1", "1.20 (30/25)", "3.00 (3/1)"])
+        self.assertEqual(body[1][:4], ["riscv-sstc", "sstc", "0/1", "-/5"])
+        self.assertEqual(len(bench.text_table(head, body)), 3)
+
+    def test_results_by_step(self):
+        gaps = bench.gap_tests(2)
+        self.assertEqual([(g["rep"], g["backend"]) for g in gaps],
+                         [(0, "intree"), (0, "vtimer"), (1, "intree"), (1, "vtimer")])
+        self.assertEqual(gaps[0]["argv"], ["kvt_busy_gap"])
+        self.assertEqual(bench.gap_tests(1, irqs=5000)[0]["argv"], ["kvt_busy_gap", "-n", "1000"])
+
+        def step(g, *recs):
+            return ["    " + bench.GAP_PREFIX + json.dumps(r) for r in recs] + [
+                f"ok 1 bench.{g['id']} # time=1.0s"]
+
+        console = [*step(gaps[0], gap("intree", "sbi", 7), gap("intree", "sstc", 8)),
+                   *step(gaps[1], gap("vtimer", "sbi", 6)),
+                   *step(gaps[2], gap("vtimer", "sbi", 9)),   # module still loaded
+                   *step(gaps[3], gap("vtimer", "sbi", 5))]
+        recs, problems = bench.gap_results("c", console, gaps)
+        self.assertEqual([(r["config"], r["rep"], r["backend"], r["mode"], r["gap_max"])
+                          for r in recs],
+                         [("c", 0, "intree", "sbi", 7), ("c", 0, "intree", "sstc", 8),
+                          ("c", 0, "vtimer", "sbi", 6), ("c", 1, "vtimer", "sbi", 5)])
+        self.assertEqual(problems, ["c: kvt_busy_gap.1.intree ran with vtimer, not intree"])
 
 
 class OutputTest(unittest.TestCase):
@@ -258,19 +573,59 @@ class OutputTest(unittest.TestCase):
     def test_cdf_points(self):
         self.assertEqual(bench.cdf_points([3, 1, 3, 2]), [(1, 0.25), (2, 0.5), (3, 1.0)])
 
+    GAPS = [gap(b, m, g, rep=i, config=c)
+            for c, modes in (("riscv-sstc", ("sbi", "sstc")), ("riscv-nosstc", ("sbi",)))
+            for m in modes for i in range(2) for b, g in (("intree", 50), ("vtimer", 40))]
+
     def test_write_outputs_and_rst(self):
+        targets = dict(TARGETS)
         with tempfile.TemporaryDirectory() as d:
-            summary, rows, gs = bench.write_outputs(Path(d), self.RUNS, self.META, [])
+            summary, rows, gs, gsum = bench.write_outputs(
+                Path(d), self.RUNS, self.META, [], self.GAPS, targets)
             doc = json.loads((Path(d) / "bench.json").read_text())
             self.assertEqual(len(doc["runs"]), len(self.RUNS))
             self.assertEqual(len(doc["summary"]), 2 * 2 * len(bench.WORKLOADS))
             self.assertEqual(doc["meta"]["git"], "abc123")
+            self.assertEqual(len(doc["busy_gap"]["runs"]), len(self.GAPS))
+            self.assertEqual(len(doc["busy_gap"]["summary"]), 6)
+            self.assertEqual(doc["baseline"]["path"], "Documentation/bench/baseline.toml")
+            self.assertEqual(len(doc["goals"]), len(gs))
+            self.assertEqual(sum(doc["goal_summary"].values()), len(gs))
+            # The host CPU time per interrupt, in the summaries and ratios.
+            self.assertIn("spin_us_per_irq", doc["summary"][0])
+            self.assertIn("spin us/irq", doc["ratios"][0])
             ET.parse(Path(d) / "lateness-cdf.svg")
-        rst = bench.rst_table(rows, gs, self.META)
+        self.assertEqual({(g["config"], g["mode"]) for g in gs}, set(targets))
+        # Without targets: the modes of the configs that ran, of the kinds
+        # in selftests/plan.toml.
+        with tempfile.TemporaryDirectory() as d:
+            _, _, gs, _ = bench.write_outputs(Path(d), self.RUNS, self.META, [], self.GAPS)
+        self.assertEqual(sorted({(g["config"], g["mode"], g["kind"]) for g in gs}),
+                         [("riscv-nosstc", "sbi", "emulated"),
+                          ("riscv-nosstc", "sstc", None),   # RUNS say sstc there
+                          ("riscv-sstc", "sbi", "emulated"), ("riscv-sstc", "sstc", "direct")])
+        rst = bench.rst_table(rows, gs, self.META, gsum)
         self.assertIn("``scripts/bench.py --reps 2``", rst)
         self.assertIn("-icount shift=3,sleep=off", rst)
         rules = [l for l in rst.splitlines() if l.startswith("====")]
-        self.assertEqual(len(rules), 3)
+        self.assertEqual(len(rules), 6)  # the ratio and busy-gap tables
+        self.assertIn("- goal 0 (busy gap) riscv-sstc/sbi: met (longest gap ours 40 vs "
+                      "in-tree 50 ticks", rst)
+        self.assertIn("spin us/irq", rst)
+        self.assertEqual(len([l for l in bench.rst_table(rows, gs, self.META).splitlines()
+                              if l.startswith("====")]), 3)
+
+    def test_print_report(self):
+        summary = bench.summarize(self.RUNS)
+        gsum = bench.summarize_gaps(self.GAPS)
+        gs = bench.evaluate_goals(summary, gsum, TARGETS, BASELINE)
+        with mock.patch("sys.stdout", new_callable=io.StringIO) as out:
+            bench.print_report(summary, bench.ratio_rows(summary), gs, Path("o"), gsum)
+        text = out.getvalue()
+        self.assertIn("# busy gap (kvt_busy_gap)", text)
+        self.assertIn("  goal 6 (no early) riscv-sstc/sstc: MISSED", text)
+        self.assertIn("# goals: ", text)
+        self.assertIn("(--strict fails on MISSED only)", text)
 
 
 class PlanTest(unittest.TestCase):
@@ -291,6 +646,22 @@ class PlanTest(unittest.TestCase):
                                      "-n 100 -w wfi,busy"))
         with self.assertRaises(SystemExit):
             bench.bench_argv(1, 0, [], "a=1 b=2")
+        # kvt_busy_gap after kvt_bench: in-tree, then ours between an insmod
+        # (with the module parameters) and an rmmod, once per repetition.
+        gsteps = bench.bench_steps(test, True, bench.gap_tests(2, timeout=99),
+                                   "advance_max_ns=0")
+        self.assertEqual(gsteps[:len(steps)], steps)
+        self.assertEqual([line for _, line in gsteps[len(steps):]], [
+            "run 99 bench.kvt_busy_gap.0.intree /bin/kvt_busy_gap",
+            "insmod 60 bench.insmod.0 /lib/modules/kvm_vtimer.ko advance_max_ns=0",
+            "run 99 bench.kvt_busy_gap.0.vtimer /bin/kvt_busy_gap",
+            "rmmod 60 bench.rmmod.0 kvm_vtimer",
+            "run 99 bench.kvt_busy_gap.1.intree /bin/kvt_busy_gap",
+            "insmod 60 bench.insmod.1 /lib/modules/kvm_vtimer.ko advance_max_ns=0",
+            "run 99 bench.kvt_busy_gap.1.vtimer /bin/kvt_busy_gap",
+            "rmmod 60 bench.rmmod.1 kvm_vtimer"])
+        self.assertEqual(bench.bench_steps(test, True, bench.gap_tests(1))[-3][1],
+                         "insmod 60 bench.insmod.0 /lib/modules/kvm_vtimer.ko")
         self.assertNotIn("vtimer.insmod", [t for t, _ in steps])
         self.assertEqual([t for t, _ in bench.bench_steps(test, False) if t],
                          ["bench.kvt_bench"])
@@ -299,18 +670,24 @@ class PlanTest(unittest.TestCase):
 class MainTest(unittest.TestCase):
     """bench.main()'s exit status, with the builds and boots replaced."""
 
-    def main(self, runs, problems=(), built=True, args=()):
+    def main(self, runs, problems=(), built=True, args=(), gaps=(), configs=("riscv-sstc",)):
         with tempfile.TemporaryDirectory() as d:
             sel = Path(d) / "sel"
             sel.mkdir()
             if built:
                 (sel / "kvt_bench").write_bytes(b"x")
+                (sel / "kvt_busy_gap").write_bytes(b"x")
             rec = {"config": "riscv-sstc", "wall": 1.0, "console": "x", "results": []}
+            boot = mock.Mock(return_value=(runs, list(gaps), rec, list(problems)))
             with mock.patch.object(kvt, "prepare", return_value=(None, None, sel, {})), \
-                    mock.patch.object(bench, "bench_boot",
-                                      return_value=(runs, rec, list(problems))), \
-                    mock.patch("sys.stdout"):
-                return bench.main(["--out", str(Path(d) / "out"), *args, "riscv-sstc"])
+                    mock.patch.object(bench, "bench_boot", boot), \
+                    mock.patch("sys.stdout", new_callable=io.StringIO) as out:
+                status = bench.main(["--out", str(Path(d) / "out"), *args, *configs])
+            self.out = out.getvalue()
+            self.boot = boot
+            if (Path(d) / "out" / "bench.json").exists():
+                self.doc = json.loads((Path(d) / "out" / "bench.json").read_text())
+            return status
 
     GOOD = [run("intree", "wfi", lateness=(10, 20)), run("vtimer", "wfi", lateness=(1, 2))]
 
@@ -323,9 +700,62 @@ class MainTest(unittest.TestCase):
         self.assertEqual(self.main(early), 1)
         intree_early = [run("intree", "wfi", lateness=(-1, 20)), self.GOOD[1]]
         self.assertEqual(self.main(intree_early), 0)
-        slow = [self.GOOD[0], run("vtimer", "wfi", lateness=(10, 20))]
+        # A goal MISSED (migrate max above the in-tree timer's): --strict
+        # fails.
+        slow = [*self.GOOD, run("intree", "migrate", lateness=(10, 20)),
+                run("vtimer", "migrate", lateness=(1, 21))]
         self.assertEqual(self.main(slow), 0)
+        self.assertIn("goal 3 (migrate) riscv-sstc/sstc: MISSED "
+                      "(p99 21 vs 0.5x in-tree 20; max 21 vs in-tree 20)", self.out)
+        self.assertIn("goal 4 (exits and IPIs) riscv-sstc/sstc: not measured (no figures "
+                      "for busy exits/irq, busy ipis/irq, storm exits/irq, storm ipis/irq, "
+                      "past exits/irq, past ipis/irq)", self.out)
         self.assertEqual(self.main(slow, args=["--strict"]), 1)
+        self.assertIn("# bench: FAILED: goals MISSED (--strict)", self.out)
+        # Only goals not measured (most workloads missing here): --strict
+        # passes, and says which.
+        self.assertEqual(self.main(self.GOOD, args=["--strict"]), 0)
+        self.assertIn("goal 3 (migrate) riscv-sstc/sstc: not measured", self.out)
+        self.assertIn(" 0 MISSED, ", self.out)
+
+    def test_strict_with_everything_measured(self):
+        runs, gaps = good_runs()
+        runs = [r for r in runs if r["config"] == "riscv-nosstc"]
+        gaps = [g for g in gaps if g["config"] == "riscv-nosstc"]
+        self.assertEqual(self.main(runs, gaps=gaps, args=["--strict"],
+                                   configs=["riscv-nosstc"]), 0)
+        # The repository's baseline: riscv-nosstc's shipped p50 and p99.
+        self.assertIn("goal 2 (emulated timer) riscv-nosstc/sbi: met", self.out)
+        self.assertEqual(self.doc["goal_summary"], {"met": 6, "MISSED": 0, "not measured": 0})
+        worse = replace(runs, "riscv-nosstc", "sbi", "wfi", "vtimer", lateness=[300] * 100)
+        self.assertEqual(self.main(worse, gaps=gaps, args=["--strict"],
+                                   configs=["riscv-nosstc"]), 1)
+        self.assertIn("goal 2 (emulated timer) riscv-nosstc/sbi: MISSED (wfi p50 300 vs "
+                      "shipped 35; wfi p99 300 vs shipped 224)", self.out)
+
+    def test_targets_and_busy_gap_runs(self):
+        # No config named: every mode of the plan's bench_modes, arm64's
+        # listed as not measured.
+        self.main(self.GOOD, configs=())
+        self.assertIn("goal 1 (direct timer) arm64-vhe/vtimer: not measured", self.out)
+        self.assertIn("goal 2 (emulated timer) arm64-nvhe/ptimer: not measured", self.out)
+        # Named: only those.
+        self.main(self.GOOD)
+        self.assertNotIn("arm64", self.out)
+        self.assertIn("goal 0 (busy gap) riscv-sstc/sbi: not measured", self.out)
+        # kvt_busy_gap runs go to the boot, per repetition, with the
+        # module's parameters; not with --no-busy-gap or without busy.
+        self.main(self.GOOD, args=["--reps", "3", "--module-params", "advance_max_ns=7"])
+        kw = self.boot.call_args.kwargs
+        self.assertEqual(len(kw["gaps"]), 6)
+        self.assertEqual(kw["params"], "advance_max_ns=7")
+        self.assertEqual(kw["gaps"][0]["timeout"], 120)  # selftests/plan.toml's
+        self.main(self.GOOD, args=["--no-busy-gap"])
+        self.assertEqual(self.boot.call_args.kwargs["gaps"], [])
+        self.main(self.GOOD, args=["--workloads", "wfi"])
+        self.assertEqual(self.boot.call_args.kwargs["gaps"], [])
+        self.main(self.GOOD, args=["--workloads", "wfi,busy"])
+        self.assertEqual(len(self.boot.call_args.kwargs["gaps"]), 10)
 
 
 FAKE_QEMU = r"""#!/usr/bin/env python3
@@ -344,33 +774,46 @@ class BootTest(unittest.TestCase):
             qemu = d / "qemu"
             qemu.write_text(FAKE_QEMU)
             qemu.chmod(0o755)
-            for f in ("Image", "init", "sel/kvt_bench"):
+            for f in ("Image", "init", "sel/kvt_bench", "sel/kvt_busy_gap"):
                 (d / f).parent.mkdir(exist_ok=True)
                 (d / f).write_bytes(b"x")
             test = {"id": "kvt_bench", "argv": ["kvt_bench", "-r", "1"], "timeout": 5}
-            steps = bench.bench_steps(test, kvm_module=False)
+            gaps = bench.gap_tests(1, timeout=5)
+            steps = bench.bench_steps(test, False, gaps)
             console = [console_line(run("intree", "wfi")), console_line(run("vtimer", "wfi")),
-                       "    " + bench.DONE, "ok 1 bench.kvt_bench # time=3.0s", kvt.PLAN_DONE]
+                       "    " + bench.DONE, "ok 1 bench.kvt_bench # time=3.0s",
+                       "    " + bench.GAP_PREFIX + json.dumps(gap("intree", "sbi", 9)),
+                       "ok 2 bench.kvt_busy_gap.0.intree # time=1.0s",
+                       "ok 3 bench.insmod.0 # time=0.1s",
+                       "    " + bench.GAP_PREFIX + json.dumps(gap("vtimer", "sbi", 8)),
+                       "ok 4 bench.kvt_busy_gap.0.vtimer # time=1.0s",
+                       "ok 5 bench.rmmod.0 # time=0.1s", kvt.PLAN_DONE]
             plan = {"config": {"c": {"arch": "riscv", "qemu": [], "icount": "shift=3"}},
                     "test": [], "xfail": []}
             env = {"FAKE_CONSOLE": "\n".join(console) + "\n"}
             with mock.patch.dict(kvt.QEMU, {"riscv": (str(qemu), "ttyS0", [])}), \
                     mock.patch.dict(os.environ, env):
-                runs, rec, problems = bench.bench_boot(
+                runs, gap_runs, rec, problems = bench.bench_boot(
                     plan, "c", (d / "Image", d / "init", d / "sel", {}), test, False,
-                    outdir=d / "out")
+                    outdir=d / "out", gaps=gaps)
             self.assertEqual((d / "out" / "plan").read_text(),
-                             "phase bench\nrun 5 bench.kvt_bench /bin/kvt_bench -r 1\n")
+                             "phase bench\nrun 5 bench.kvt_bench /bin/kvt_bench -r 1\n"
+                             "run 5 bench.kvt_busy_gap.0.intree /bin/kvt_busy_gap\n"
+                             "insmod 60 bench.insmod.0 /lib/modules/kvm_vtimer.ko\n"
+                             "run 5 bench.kvt_busy_gap.0.vtimer /bin/kvt_busy_gap\n"
+                             "rmmod 60 bench.rmmod.0 kvm_vtimer\n")
             self.assertIn("-icount", (d / "out" / "qemu.cmd").read_text())
             self.assertEqual(problems, [])
             self.assertEqual([r["config"] for r in runs], ["c", "c"])
-            self.assertEqual([r["status"] for r in rec["results"]], ["pass", "pass"])
+            self.assertEqual([(r["config"], r["backend"], r["gap_max"]) for r in gap_runs],
+                             [("c", "intree", 9), ("c", "vtimer", 8)])
+            self.assertEqual([r["status"] for r in rec["results"]], ["pass"] * 6)
 
             # Without the end marker and with a failed step: problems.
             env["FAKE_CONSOLE"] = "not ok 1 bench.kvt_bench # time=3.0s exit=1\n"
             with mock.patch.dict(kvt.QEMU, {"riscv": (str(qemu), "ttyS0", [])}), \
                     mock.patch.dict(os.environ, env):
-                runs, rec, problems = bench.bench_boot(
+                runs, _, rec, problems = bench.bench_boot(
                     plan, "c", (d / "Image", d / "init", d / "sel", {}), test, False,
                     outdir=d / "out")
             self.assertEqual(runs, [])

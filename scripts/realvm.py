@@ -82,8 +82,11 @@ def steps_of(steps, kvm_module, phases=PHASES):
         for s in steps:
             tid = f"{phase}.{s['id']}"
             argv = [s["argv"][0], s["argv"][1], str(s["timeout"]), *s["argv"][2:]]
-            # Live save, hugetlbfs memory (kvt_realvm.c).
-            argv[:0] = [f for f, on in (("-l", s.get("live")), ("-H", s.get("huge"))) if on]
+            # Live save, hugetlbfs memory, functions to profile (kvt_realvm.c).
+            opts = [f for f, on in (("-l", s.get("live")), ("-H", s.get("huge"))) if on]
+            if s.get("trace"):
+                opts += ["-T", ",".join(s["trace"])]
+            argv[:0] = opts
             out.append((tid, f"run {s['timeout']} {tid} /bin/kvt_realvm {' '.join(argv)}"))
         if phase == "vtimer":
             out.append(("vtimer.rmmod", "rmmod 60 vtimer.rmmod kvm_vtimer"))
@@ -254,7 +257,12 @@ def figures(outdir, tid):
     figs = {}
     for l in lines:
         m = FIG_RE.match(l)
-        if m and m.group(1) not in ("histogram",):
+        t = m and m.group(1) == "trace" and re.match(r"(\S+) (\d+) calls (\d+) us$", m.group(2))
+        if t:
+            # kvt_realvm -T: the function profiler's calls and time.
+            figs.setdefault("trace", {})[t.group(1)] = {"calls": int(t.group(2)),
+                                                        "us": int(t.group(3))}
+        elif m and m.group(1) not in ("histogram",):
             figs.setdefault(m.group(1), m.group(2))
     cyc = cyclictest_stats(lines)
     if cyc:
@@ -296,6 +304,10 @@ def main():
     ap.add_argument("configs", nargs="*")
     ap.add_argument("--short", action="store_true",
                     help="only the [short] step of selftests/realvm.toml")
+    ap.add_argument("--variant", help="boot this kernel variant (configs/VARIANT.config), "
+                    "for example trace for the steps with `trace`")
+    ap.add_argument("--phases", default=",".join(PHASES),
+                    help="the phases a boot runs, of " + ", ".join(PHASES))
     ap.add_argument("-j", "--jobs", type=int, default=int(os.environ.get("KVT_BOOTS", "2")))
     args = ap.parse_args()
     plan, steps, short = load()
@@ -307,7 +319,9 @@ def main():
         out = kvt.BUILD / "realvm-short"
     # make check's short run tests our timer (insmod, the step, rmmod);
     # the in-tree comparison is make realvm's.
-    phases = ("vtimer",) if args.short else PHASES
+    phases = ("vtimer",) if args.short else tuple(args.phases.split(","))
+    if any(p not in PHASES for p in phases):
+        raise SystemExit(f"realvm: phases are {', '.join(PHASES)}")
     names = args.configs or list(plan["config"])
     if args.short:
         # make check passes its CONFIGS: run those that have a real guest.
@@ -324,7 +338,7 @@ def main():
     prepared, debian, runner = {}, {}, {}
     for arch in arches:
         debian[arch] = fetch_debian(arch)
-        prepared[arch] = kvt.prepare(arch, [])
+        prepared[arch] = kvt.prepare(arch, [], args.variant)
         runner[arch] = build_runner(arch)
     boots = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:

@@ -24,7 +24,7 @@
  * "# FAIL: why" and make the exit status 1; figures are printed as
  * "# key: value".  Usage:
  *
- *   kvt_realvm [-l] [-H] STEP VCPUS TIMEOUT_S [LOOPS]
+ *   kvt_realvm [-l] [-H] [-T FUNC,...] STEP VCPUS TIMEOUT_S [LOOPS]
  *
  * LOOPS is passed to the guest (kvt.loops=, cyclictest's loop count).
  *
@@ -38,7 +38,10 @@
  * takes about 100 s, in which the guest's vCPU thread waits to run (RCU
  * stalls in the guest), and a write fault on a huge page under dirty
  * logging fails KVM_RUN with -EEXIST.  A save slower than SAVE_SLOW_S
- * logs the kernel stacks of QEMU's threads every SAVE_SLOW_S.
+ * logs the kernel stacks of QEMU's threads every SAVE_SLOW_S.  -T counts
+ * the calls of the named host kernel functions over the save, and the time
+ * in them, with ftrace's function profiler (a kernel with the "trace"
+ * variant, configs/trace.config).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -84,6 +87,7 @@
 #define GUEST_MEM_MB	256
 #define HUGE_DIR	"/dev/hugepages"
 #define HUGE_MB		2
+#define TRACEFS		"/sys/kernel/tracing"
 /* A save that takes longer than this has the QEMU threads' stacks logged. */
 #define SAVE_SLOW_S	10
 #define MOVE_MS		10
@@ -103,6 +107,8 @@
 static const char *step;
 static const char *loops = "2000";
 static bool huge, live;
+/* -T: kernel functions the host's function profiler counts over the save. */
+static const char *trace_funcs;
 static int vcpus;
 static bool failed;
 static bool vtimer_loaded;
@@ -687,6 +693,86 @@ static bool resume_restored(void)
 	return false;
 }
 
+/*
+ * -T FUNCS: count calls of (and time spent in) the host kernel functions
+ * FUNCS, a comma-separated list, over the save, with ftrace's function
+ * profiler (CONFIG_FUNCTION_PROFILER, the "trace" kernel variant).  The
+ * figures show where a slow save's time goes (Documentation/testing.rst,
+ * "What real guests found").
+ */
+static bool trace_start(void)
+{
+	char funcs[1024], *f, *save;
+	int fd;
+
+	if (!trace_funcs)
+		return true;
+	if (access(TRACEFS "/trace_stat", F_OK) &&
+	    mount("tracefs", TRACEFS, "tracefs", 0, NULL)) {
+		fail("mount tracefs on %s: %s", TRACEFS, strerror(errno));
+		return false;
+	}
+	/* One name a write: the filter file takes each as an addition. */
+	fd = open(TRACEFS "/set_ftrace_filter", O_WRONLY | O_TRUNC | O_CLOEXEC);
+	if (fd < 0) {
+		fail("open set_ftrace_filter: %s", strerror(errno));
+		return false;
+	}
+	snprintf(funcs, sizeof(funcs), "%s", trace_funcs);
+	for (f = strtok_r(funcs, ",", &save); f; f = strtok_r(NULL, ",", &save)) {
+		/* A static function may be inlined: not there to count. */
+		if (write(fd, f, strlen(f)) != (ssize_t)strlen(f))
+			line_out("# kvt_realvm: cannot trace %s: %s", f, strerror(errno));
+	}
+	close(fd);
+	return write_file(TRACEFS "/function_profile_enabled", "1");
+}
+
+/* The profile per CPU, summed by function: "# trace: FUNC hits us". */
+static void trace_stop(void)
+{
+	struct { char name[128]; unsigned long hits; double us; } sum[32];
+	char path[128], line[512];
+	int n = 0;
+
+	if (!trace_funcs)
+		return;
+	write_file(TRACEFS "/function_profile_enabled", "0");
+	for (int cpu = 0; cpu < MAX_VCPUS; cpu++) {
+		FILE *f;
+
+		snprintf(path, sizeof(path), TRACEFS "/trace_stat/function%d", cpu);
+		f = fopen(path, "re");
+		if (!f)
+			break;
+		while (fgets(line, sizeof(line), f)) {
+			char name[128];
+			unsigned long hits;
+			double us;
+			int i;
+
+			/* "  make_xfence_request   1234   5678.123 us   ..." */
+			if (sscanf(line, " %127s %lu %lf", name, &hits, &us) != 3)
+				continue;
+			for (i = 0; i < n && strcmp(sum[i].name, name); i++)
+				;
+			if (i == n) {
+				if (n == (int)ARRAY_SIZE(sum))
+					continue;
+				snprintf(sum[n].name, sizeof(sum[n].name), "%s", name);
+				sum[n].hits = 0;
+				sum[n].us = 0;
+				n++;
+			}
+			sum[i].hits += hits;
+			sum[i].us += us;
+		}
+		fclose(f);
+	}
+	for (int i = 0; i < n; i++)
+		line_out("# trace: %s %lu calls %.0f us", sum[i].name, sum[i].hits, sum[i].us);
+}
+
 static void save_restore(void)
 {
 	char reply[8192];
@@ -696,6 +782,8 @@ static void save_restore(void)
 	int status;
 
 	unlink(STATE_FILE);
+	if (!trace_start())
+		return;
 	if (!live)
 		monitor("stop", reply, sizeof(reply), 5);
 	monitor("migrate file:" STATE_FILE, reply, sizeof(reply), 5);
@@ -717,6 +805,7 @@ static void save_restore(void)
 		}
 		usleep(100000);
 	}
+	trace_stop();
 	if (!done) {
 		if (!failed)
 			fail("migration to a file did not complete in 600 s");
@@ -933,17 +1022,23 @@ int main(int argc, char **argv)
 	bool ok;
 
 	while (argc > 1 && argv[1][0] == '-') {
-		if (!strcmp(argv[1], "-l"))
+		if (!strcmp(argv[1], "-l")) {
 			live = true;
-		else if (!strcmp(argv[1], "-H"))
+		} else if (!strcmp(argv[1], "-H")) {
 			huge = true;
-		else
+		} else if (!strcmp(argv[1], "-T") && argc > 2) {
+			trace_funcs = argv[2];
+			argv++;
+			argc--;
+		} else {
 			break;
+		}
 		argv++;
 		argc--;
 	}
 	if (argc != 4 && argc != 5) {
-		fprintf(stderr, "usage: kvt_realvm [-l] [-H] STEP VCPUS TIMEOUT_S [LOOPS]\n");
+		fprintf(stderr,
+			"usage: kvt_realvm [-l] [-H] [-T FUNC,...] STEP VCPUS TIMEOUT_S [LOOPS]\n");
 		return 2;
 	}
 	if (argc == 5)

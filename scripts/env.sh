@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0
+# shellcheck shell=bash
 # Sourced by the build scripts: the toolchain that builds Rust-enabled 6.12
 # kernels here (Debian rustc-web + rust-web-src, clang/LLVM 19, bindgen-cli).
 
@@ -9,10 +10,34 @@ KVT_JOBS=${KVT_JOBS:-$(($(nproc) + 1))}
 
 PATH=$(llvm-config-19 --bindir):$PATH:$HOME/.cargo/bin
 KVT_RUSTC=/usr/bin/rustc
-KVT_RUST_LIB_SRC=$(ls -d /usr/src/rustc-*/library 2>/dev/null | sort -V | tail -n 1)
 KVT_BINDGEN=$(command -v bindgen || true)
 LIBCLANG_PATH=$(llvm-config-19 --libdir)
 export PATH LIBCLANG_PATH KVT_ROOT KVT_CACHE KVT_BUILD KVT_JOBS
+
+# The standard library source of the rustc RUSTC, which the kernel builds
+# with it: DIR/rustc-VERSION/library (DIR: /usr/src, where rust-web-src of
+# the same version as rustc-web puts it).  Not the newest there: another
+# version's does not build.
+kvt_rust_lib_src() {
+	local rustc=$1 dir=${2:-/usr/src} version lib others
+	version=$("$rustc" --version 2>/dev/null | awk '$1 == "rustc" { print $2 }') || true
+	if [ -z "$version" ]; then
+		echo "env.sh: no version from $rustc --version; install rustc-web" \
+			"(scripts/setup-deps.sh)" >&2
+		return 1
+	fi
+	lib=$dir/rustc-$version/library
+	if [ ! -d "$lib" ]; then
+		others=$(find "$dir" -mindepth 1 -maxdepth 1 -name 'rustc-*' -printf '%f\n' \
+			2>/dev/null | sort -V | paste -sd ' ') || true
+		echo "env.sh: no $lib for $rustc $version (in $dir: ${others:-none});" \
+			"install rust-web-src of the same version as rustc-web" \
+			"(scripts/setup-deps.sh)" >&2
+		return 1
+	fi
+	echo "$lib"
+}
+KVT_RUST_LIB_SRC=$(kvt_rust_lib_src "$KVT_RUSTC") || return 1
 
 # Arguments every kernel and module make invocation needs.
 kvt_kmake_args() {

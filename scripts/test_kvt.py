@@ -393,6 +393,41 @@ class VariantTest(unittest.TestCase):
             self.assertEqual(sorted(p.name for p in cache.iterdir()), names[1:])
 
 
+class RustLibSrcTest(unittest.TestCase):
+    """scripts/env.sh's kvt_rust_lib_src: the library source of the rustc
+    the kernels build with, not the newest one there is."""
+
+    def lib_src(self, version_line, dirs):
+        with tempfile.TemporaryDirectory() as d:
+            d = Path(d)
+            rustc = d / "rustc"
+            rustc.write_text(f"#!/bin/sh\necho '{version_line}'\n")
+            rustc.chmod(0o755)
+            src = d / "src"
+            for v in dirs:
+                (src / f"rustc-{v}" / "library").mkdir(parents=True)
+            res = subprocess.run(
+                ["bash", "-c", f'set -euo pipefail; . "{kvt.ROOT}/scripts/env.sh"; '
+                 f'kvt_rust_lib_src "{rustc}" "{src}"'], capture_output=True, text=True)
+            return res.returncode, res.stdout.replace(str(src), "SRC").strip(), res.stderr
+
+    def test_the_matching_version(self):
+        rc, out, _ = self.lib_src("rustc 1.95.0 (abc 2026-03-21) (built from a source tarball)",
+                                  ["1.94.1", "1.95.0", "1.96.0"])
+        self.assertEqual((rc, out), (0, "SRC/rustc-1.95.0/library"))
+
+    def test_no_match_fails_and_says_why(self):
+        rc, out, err = self.lib_src("rustc 1.97.0 (abc 2026-07-01)", ["1.95.0", "1.96.0"])
+        self.assertNotEqual(rc, 0)
+        self.assertEqual(out, "")
+        self.assertIn("rustc-1.97.0/library", err)
+        self.assertIn("rustc-1.95.0 rustc-1.96.0", err)
+        self.assertIn("rust-web-src", err)
+        rc, _, err = self.lib_src("not a rustc", ["1.96.0"])
+        self.assertNotEqual(rc, 0)
+        self.assertIn("no version", err)
+
+
 class CountsTest(unittest.TestCase):
     def test_cargo_and_unittest_logs(self):
         with tempfile.TemporaryDirectory() as d:

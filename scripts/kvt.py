@@ -21,6 +21,7 @@ import shlex
 import stat
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -314,9 +315,14 @@ def boot(plan, name, prepared, tests, echo=False, steps=None, outdir=None,
     limit = BOOT_SLACK + 60 * len(modules) + 2 * sum(t["timeout"] for t in tests)
 
     logf.write_bytes(b"")
+    # QEMU's own messages (its console is LOGF, which it writes itself),
+    # read as they come: in qemu.out at once, and the pipe never fills.
+    qemu_log = outdir / "qemu.out"
+    qemu_log.unlink(missing_ok=True)
     start = time.monotonic()
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    reader = LineReader(proc.stdout, qemu_log)
     pos = 0
     timed_out = False
     while True:
@@ -340,10 +346,7 @@ def boot(plan, name, prepared, tests, echo=False, steps=None, outdir=None,
             break
         time.sleep(0.5)
     wall = time.monotonic() - start
-    qemu_out = proc.stdout.read().decode(errors="replace").strip()
-    proc.stdout.close()
-    if qemu_out:
-        (outdir / "qemu.out").write_text(qemu_out + "\n")
+    qemu_out = reader.finish().strip()
     console = mend_console(logf.read_text(errors="replace").splitlines())
     if timed_out:
         why = f"QEMU timed out after {limit}s"
@@ -355,6 +358,51 @@ def boot(plan, name, prepared, tests, echo=False, steps=None, outdir=None,
     for tid, lines in split_output(console).items():
         (outdir / f"{tid}.log").write_text("".join(l + "\n" for l in lines))
     return b
+
+
+class LineReader(threading.Thread):
+    """A child's output pipe, read line by line as the child writes it:
+    each line is appended to PATH at once (the file is made with the first
+    line; none without output), so that `tail -f` follows a long run, and
+    kept for finish().  Reading all the time, the pipe never fills, which
+    would stop the child in its next write."""
+
+    def __init__(self, pipe, path):
+        super().__init__(daemon=True)
+        self.pipe, self.path, self.lines = pipe, Path(path), []
+        self.start()
+
+    def run(self):
+        out, writing = None, True
+        try:
+            for raw in iter(self.pipe.readline, b""):
+                self.lines.append(raw)
+                if not writing:
+                    continue
+                try:
+                    if out is None:
+                        out = open(self.path, "ab")
+                    out.write(raw)
+                    out.flush()
+                except OSError as e:
+                    # Go on reading: a full pipe would stop the child.
+                    log(f"kvt: {self.path}: {e}; its lines are kept in memory only")
+                    writing = False
+        finally:
+            if out is not None:
+                try:
+                    out.close()
+                except OSError:
+                    pass
+
+    def finish(self, timeout=10):
+        """All the output, once the child has exited (the pipe's end).  A
+        process that inherited the pipe and outlives the child gets
+        TIMEOUT seconds; then what came so far."""
+        self.join(timeout)
+        if not self.is_alive():
+            self.pipe.close()
+        return b"".join(self.lines).decode(errors="replace")
 
 
 def mend_console(console):

@@ -12,8 +12,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import unittest
 from pathlib import Path
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kvt  # noqa: E402
@@ -426,6 +429,108 @@ class RustLibSrcTest(unittest.TestCase):
         rc, _, err = self.lib_src("not a rustc", ["1.96.0"])
         self.assertNotEqual(rc, 0)
         self.assertIn("no version", err)
+
+
+# A QEMU that prints "qemu: first", waits for the file FAKE_GO (at most
+# 30 s), prints FAKE_FLOOD bytes, writes FAKE_CONSOLE as its serial console,
+# prints "qemu: last" and exits.
+FAKE_QEMU = r"""#!/usr/bin/env python3
+import os, sys, time
+serial = next(a[5:] for a in sys.argv if a.startswith("file:"))
+print("qemu: first", flush=True)
+end = time.monotonic() + 30
+while not os.path.exists(os.environ["FAKE_GO"]) and time.monotonic() < end:
+    time.sleep(0.05)
+flood = int(os.environ.get("FAKE_FLOOD", "0"))
+for _ in range(flood // 100):
+    sys.stdout.write("x" * 99 + "\n")
+open(serial, "w").write(os.environ["FAKE_CONSOLE"])
+print("qemu: last", flush=True)
+"""
+
+
+class BootOutputTest(unittest.TestCase):
+    """kvt.boot() on a fake QEMU: its own output reaches qemu.out while it
+    runs, a lot of it does not stop it, and the wall-clock limit holds."""
+
+    PLAN = {"config": {"c": {"arch": "riscv", "qemu": []}}, "test": [], "xfail": []}
+    STEPS = [(None, "phase p"), ("p.t1", "run 5 p.t1 /bin/t1"),
+             ("p.t2", "run 5 p.t2 /bin/t2")]
+
+    def setUp(self):
+        self.tmp = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, self.tmp)
+        qemu = self.tmp / "qemu"
+        qemu.write_text(FAKE_QEMU)
+        qemu.chmod(0o755)
+        self.go = self.tmp / "go"
+        self.out = self.tmp / "out"
+        self.env = {"FAKE_GO": str(self.go),
+                    "FAKE_CONSOLE": "ok 1 p.t1 # time=1.0s\n" + kvt.PLAN_DONE + "\n"}
+        for patch in (mock.patch.dict(kvt.QEMU, {"riscv": (str(qemu), "ttyS0", [])}),
+                      mock.patch.dict(os.environ, self.env)):
+            patch.start()
+            self.addCleanup(patch.stop)
+
+    def boot(self):
+        return kvt.boot(self.PLAN, "c", (self.tmp / "Image", None, None, {}), [],
+                        steps=self.STEPS, outdir=self.out,
+                        initramfs=lambda path, text: path.write_bytes(b""))
+
+    def results(self, b):
+        return {r.test: r for r in b.results}
+
+    def test_lines_arrive_before_qemu_exits(self):
+        done = []
+        t = threading.Thread(target=lambda: done.append(self.boot()))
+        t.start()
+        try:
+            qemu_out = self.out / "qemu.out"
+            end = time.monotonic() + 20
+            while time.monotonic() < end and not (
+                    qemu_out.exists() and "qemu: first" in qemu_out.read_text()):
+                time.sleep(0.05)
+            # QEMU still waits for FAKE_GO, and its first line is there.
+            self.assertTrue(t.is_alive())
+            self.assertTrue(qemu_out.exists(), "no qemu.out while QEMU runs")
+            self.assertEqual(qemu_out.read_text(), "qemu: first\n")
+        finally:
+            self.go.touch()
+            t.join(60)
+        self.assertFalse(t.is_alive())
+        r = self.results(done[0])
+        self.assertEqual(r["p.t1"].status, "pass")
+        # A step without a result: why, from QEMU's last line.
+        self.assertEqual(r["p.t2"].note, "not run: qemu: last")
+        self.assertEqual(r["console"].status, "pass")
+        self.assertEqual((self.out / "qemu.out").read_text(), "qemu: first\nqemu: last\n")
+
+    def test_much_output_does_not_block_qemu(self):
+        # More than a pipe holds (64 KiB): QEMU would block in write() until
+        # the wall-clock limit if nobody read it while it runs.
+        os.environ["FAKE_FLOOD"] = str(1 << 20)
+        self.go.touch()
+        with mock.patch.object(kvt, "BOOT_SLACK", 15):
+            b = self.boot()
+        r = self.results(b)
+        self.assertEqual(r["console"].status, "pass", r["console"].note)
+        self.assertLess(b.wall, 15)
+        lines = (self.out / "qemu.out").read_text().splitlines()
+        self.assertEqual(len(lines), 2 + (1 << 20) // 100)
+        self.assertEqual(lines[-1], "qemu: last")
+
+    def test_timeout_and_no_stale_output(self):
+        # A qemu.out of an earlier boot goes; a QEMU over its limit is killed.
+        self.out.mkdir()
+        (self.out / "qemu.out").write_text("old\n")
+        with mock.patch.object(kvt, "BOOT_SLACK", 1):
+            b = self.boot()
+        r = self.results(b)
+        self.assertEqual(r["console"].status, "fail")
+        self.assertIn("QEMU timed out after 1s", r["console"].note)
+        self.assertIn("QEMU timed out after 1s", r["p.t1"].note)
+        self.assertLess(b.wall, 10)
+        self.assertEqual((self.out / "qemu.out").read_text(), "qemu: first\n")
 
 
 class CountsTest(unittest.TestCase):

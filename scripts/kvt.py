@@ -15,6 +15,7 @@ failure that passed).  A console that shows a kernel splat fails the boot.
 import argparse
 import concurrent.futures
 import fnmatch
+import functools
 import os
 import re
 import shlex
@@ -63,6 +64,29 @@ TRACE_FRAME_RE = re.compile(r"^\[\s*\d+\.\d+\]\s+(\[<[0-9a-f]+>\]|\? )")
 
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
+
+
+LINUX_SOURCE = "linux-source-6.12"
+
+
+@functools.cache
+def linux_source_version():
+    """The installed version of Debian's linux-source-6.12, which the host
+    kernels are built from ("" if it is not installed).  Asked once, when
+    the kernels are prepared, so that every result of a run names the
+    version its kernels came from."""
+    try:
+        res = subprocess.run(["dpkg-query", "-W", "-f=${Status} ${Version}", LINUX_SOURCE],
+                             capture_output=True, text=True)
+    except OSError:
+        return ""
+    status, _, version = res.stdout.rpartition(" ")
+    return version if status == "install ok installed" else ""
+
+
+def linux_source_line():
+    """The results' header line that names the kernel source."""
+    return f"# host kernels: Debian {LINUX_SOURCE} {linux_source_version() or '(not installed)'}"
 
 
 def sh(*argv):
@@ -237,6 +261,7 @@ def prepare(arch, tests, variant=None):
     """Build kernel, module, selftests and init for ARCH, with the kernel
     VARIANT (configs/VARIANT.config over configs/ARCH.config) if given."""
     v = [variant] if variant else []
+    linux_source_version()
     kdir = Path(sh(SCRIPTS / "build-kernel.sh", arch, *v))
     ko = sh(SCRIPTS / "build-module.sh", arch, *v)
     selftests = sh(SCRIPTS / "build-selftests.sh", arch, *v)
@@ -560,6 +585,7 @@ def report(boots, extra_counts=None):
     counts = {"pass": 0, "fail": 0, "skip": 0, "xfail": 0, "xpass": 0}
     for k, v in (extra_counts or {}).items():
         counts[k] += v
+    print(linux_source_line())
     for b in boots:
         print(f"# {b.config}: {b.wall:.0f}s wall, console in {b.log_path}")
         for r in b.results:

@@ -5,6 +5,7 @@ output, and of kvt.boot() with an explicit plan, on a fake QEMU.
     python3 -m unittest discover -s scripts -p 'test_*.py'
 """
 
+import io
 import json
 import os
 import sys
@@ -271,6 +272,10 @@ class OutputTest(unittest.TestCase):
         self.assertIn("-icount shift=3,sleep=off", rst)
         rules = [l for l in rst.splitlines() if l.startswith("====")]
         self.assertEqual(len(rules), 3)
+        self.assertNotIn("linux-source", rst)
+        meta = dict(self.META, linux_source="6.12.118-1~deb12u1")
+        rst = bench.rst_table(rows, gs, meta)
+        self.assertIn(", host kernels from Debian linux-source-6.12 6.12.118-1~deb12u1.", rst)
 
 
 class PlanTest(unittest.TestCase):
@@ -313,6 +318,21 @@ class MainTest(unittest.TestCase):
                 return bench.main(["--out", str(Path(d) / "out"), *args, "riscv-sstc"])
 
     GOOD = [run("intree", "wfi", lateness=(10, 20)), run("vtimer", "wfi", lateness=(1, 2))]
+
+    def test_kernel_source_version_in_the_outputs(self):
+        with tempfile.TemporaryDirectory() as d, \
+                mock.patch.object(kvt, "linux_source_version", return_value="6.12.118-1~deb12u1"), \
+                mock.patch.object(kvt, "prepare", return_value=(None, None, Path(d), {})), \
+                mock.patch.object(bench, "bench_boot", return_value=(
+                    self.GOOD, {"config": "riscv-sstc", "wall": 1.0, "console": "x",
+                                "results": []}, [])), \
+                mock.patch("sys.stdout", new_callable=io.StringIO) as out:
+            (Path(d) / "kvt_bench").write_bytes(b"x")
+            self.assertEqual(bench.main(["--out", str(Path(d) / "out"), "riscv-sstc"]), 0)
+            doc = json.loads((Path(d) / "out" / "bench.json").read_text())
+        self.assertEqual(doc["meta"]["linux_source"], "6.12.118-1~deb12u1")
+        self.assertEqual(out.getvalue().splitlines()[0],
+                         "# host kernels: Debian linux-source-6.12 6.12.118-1~deb12u1")
 
     def test_exit_status(self):
         self.assertEqual(self.main(self.GOOD), 0)

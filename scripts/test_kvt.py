@@ -6,6 +6,7 @@ and how a console becomes results.  Run by `make check` on the host:
 """
 
 import fnmatch
+import io
 import os
 import re
 import shutil
@@ -531,6 +532,46 @@ class BootOutputTest(unittest.TestCase):
         self.assertIn("QEMU timed out after 1s", r["p.t1"].note)
         self.assertLess(b.wall, 10)
         self.assertEqual((self.out / "qemu.out").read_text(), "qemu: first\n")
+
+
+# dpkg-query -W -f=FORMAT PACKAGE for an installed linux-source-6.12 of
+# version $FAKE_LINUX (none if it is empty).
+FAKE_DPKG_QUERY = r"""#!/bin/bash
+fmt=${2#-f=}
+[ -n "$FAKE_LINUX" ] || { echo "dpkg-query: no packages found matching $3" >&2; exit 1; }
+fmt=${fmt//'${Status}'/install ok installed}
+printf '%b' "${fmt//'${Version}'/$FAKE_LINUX}"
+"""
+
+
+class LinuxSourceTest(unittest.TestCase):
+    """The linux-source-6.12 version the kernels are built from, in the
+    results."""
+
+    def setUp(self):
+        self.tmp = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, self.tmp)
+        (self.tmp / "bin").mkdir()
+        fake = self.tmp / "bin" / "dpkg-query"
+        fake.write_text(FAKE_DPKG_QUERY)
+        fake.chmod(0o755)
+
+    def test_version_in_the_results(self):
+        env = {"PATH": f"{self.tmp / 'bin'}:{os.environ['PATH']}"}
+        kvt.linux_source_version.cache_clear()
+        self.addCleanup(kvt.linux_source_version.cache_clear)
+        with mock.patch.dict(os.environ, dict(env, FAKE_LINUX="6.12.118-1~deb12u1")):
+            self.assertEqual(kvt.linux_source_version(), "6.12.118-1~deb12u1")
+            b = kvt.Boot("c", "riscv", [kvt.Result("c", "t", "pass", 1.0)], Path("x"), 1.0)
+            with mock.patch("sys.stdout", new_callable=io.StringIO) as out:
+                kvt.report([b])
+        lines = out.getvalue().splitlines()
+        self.assertEqual(lines[0], "# host kernels: Debian linux-source-6.12 6.12.118-1~deb12u1")
+        self.assertEqual(lines[-1], "1 passed, 0 failed, 0 skipped")
+        kvt.linux_source_version.cache_clear()
+        with mock.patch.dict(os.environ, dict(env, FAKE_LINUX="")):
+            self.assertEqual(kvt.linux_source_version(), "")
+            self.assertIn("(not installed)", kvt.linux_source_line())
 
 
 class CountsTest(unittest.TestCase):

@@ -39,6 +39,29 @@ kvt_rust_lib_src() {
 }
 KVT_RUST_LIB_SRC=$(kvt_rust_lib_src "$KVT_RUSTC") || return 1
 
+# The installed version of Debian's linux-source-6.12, the kernels' source
+# (empty if it is not installed).
+kvt_linux_version() {
+	{ dpkg-query -W -f='${Status} ${Version}\n' linux-source-6.12 2>/dev/null || true; } |
+		sed -n 's/^install ok installed //p'
+}
+
+# One line when linux-source-6.12 is not the version the previous kernel
+# build found (kept in $KVT_CACHE/linux-source-6.12.last): it is part of
+# every kernel's key (kvt_src_key), so kernels built from the old one are
+# not used.
+kvt_note_linux_version() {
+	local last=$KVT_CACHE/linux-source-6.12.last now was=
+	now=$(kvt_linux_version)
+	[ -n "$now" ] || return 0
+	[ ! -e "$last" ] || was=$(cat "$last")
+	if [ -n "$was" ] && [ "$was" != "$now" ]; then
+		echo "build-kernel: linux-source-6.12 changed: $was -> $now," \
+			"kernels will be rebuilt (unless cached for $now)" >&2
+	fi
+	[ "$was" = "$now" ] || echo "$now" > "$last"
+}
+
 # Arguments every kernel and module make invocation needs.
 kvt_kmake_args() {
 	local arch=$1

@@ -6,6 +6,7 @@ and how a console becomes results.  Run by `make check` on the host:
 """
 
 import fnmatch
+import hashlib
 import io
 import os
 import re
@@ -545,8 +546,9 @@ printf '%b' "${fmt//'${Version}'/$FAKE_LINUX}"
 
 
 class LinuxSourceTest(unittest.TestCase):
-    """The linux-source-6.12 version the kernels are built from, in the
-    results."""
+    """The linux-source-6.12 version: in the results, a change since the
+    last kernel build said in one line, and the cache key as it always
+    was."""
 
     def setUp(self):
         self.tmp = Path(tempfile.mkdtemp())
@@ -555,6 +557,38 @@ class LinuxSourceTest(unittest.TestCase):
         fake = self.tmp / "bin" / "dpkg-query"
         fake.write_text(FAKE_DPKG_QUERY)
         fake.chmod(0o755)
+        self.cache = self.tmp / "cache"
+        self.cache.mkdir()
+
+    def env_sh(self, script, linux):
+        env = dict(os.environ, PATH=f"{self.tmp / 'bin'}:{os.environ['PATH']}",
+                   FAKE_LINUX=linux, KVT_CACHE=str(self.cache))
+        return subprocess.run(["bash", "-c", f'set -euo pipefail; . "{kvt.ROOT}/scripts/env.sh"; '
+                               + script], capture_output=True, text=True, env=env)
+
+    def test_change_is_said_once(self):
+        note = "kvt_note_linux_version"
+        res = self.env_sh(note, "6.12.117-1~deb12u1")
+        self.assertEqual((res.returncode, res.stderr), (0, ""))
+        self.assertEqual(self.env_sh(note, "6.12.117-1~deb12u1").stderr, "")
+        res = self.env_sh(note, "6.12.118-1~deb12u1")
+        self.assertEqual(res.returncode, 0)
+        self.assertEqual(len(res.stderr.splitlines()), 1)
+        self.assertIn("linux-source-6.12 changed: 6.12.117-1~deb12u1 -> 6.12.118-1~deb12u1,"
+                      " kernels will be rebuilt", res.stderr)
+        self.assertEqual(self.env_sh(note, "6.12.118-1~deb12u1").stderr, "")
+        self.assertEqual((self.cache / "linux-source-6.12.last").read_text(),
+                         "6.12.118-1~deb12u1\n")
+
+    def test_source_key_is_unchanged(self):
+        # The key is what it was before the version was noted: a different
+        # one would rebuild every cached kernel.
+        version = "6.12.118-1~deb12u1"
+        patches = b"".join(p.read_bytes()
+                           for p in sorted((kvt.ROOT / "patches/linux-6.12").glob("*.patch")))
+        want = hashlib.sha256(version.encode() + b"\n" + patches).hexdigest()[:16]
+        res = self.env_sh("kvt_src_key", version)
+        self.assertEqual(res.stdout.strip(), want)
 
     def test_version_in_the_results(self):
         env = {"PATH": f"{self.tmp / 'bin'}:{os.environ['PATH']}"}

@@ -6,7 +6,8 @@
 # patches/linux-6.12 applied and configs/ARCH.config on top of allnoconfig.
 # A VARIANT (debug, rt) lays configs/VARIANT.config over ARCH.config.  The
 # result lives in the cache outside the repository, keyed by what went into
-# it; the last line printed is its directory.  A linux-source-6.12 version
+# it; the last line printed is its directory.  With KVT_LINUX_VERSION set,
+# a linux-source-6.12 of another version is refused (env.sh); a version
 # other than the last build's is said in one line.
 set -euo pipefail
 arch=${1:?usage: build-kernel.sh riscv|arm64 [debug|rt]}

@@ -46,6 +46,23 @@ kvt_linux_version() {
 		sed -n 's/^install ok installed //p'
 }
 
+# KVT_LINUX_VERSION=VERSION pins the kernel source to that Debian version of
+# linux-source-6.12 (scripts/setup-deps.sh installs it): another one
+# installed stops every build.
+kvt_check_linux_version() {
+	local have
+	[ -n "${KVT_LINUX_VERSION:-}" ] || return 0
+	have=$(kvt_linux_version)
+	[ "$have" = "$KVT_LINUX_VERSION" ] && return 0
+	if [ -n "$have" ]; then have="$have is installed"; else have="is not installed"; fi
+	echo "env.sh: KVT_LINUX_VERSION=$KVT_LINUX_VERSION, but linux-source-6.12" \
+		"$have; install it with" \
+		"KVT_LINUX_VERSION=$KVT_LINUX_VERSION scripts/setup-deps.sh (as root)," \
+		"or unset KVT_LINUX_VERSION" >&2
+	return 1
+}
+kvt_check_linux_version || return 1
+
 # One line when linux-source-6.12 is not the version the previous kernel
 # build found (kept in $KVT_CACHE/linux-source-6.12.last): it is part of
 # every kernel's key (kvt_src_key), so kernels built from the old one are

@@ -547,8 +547,8 @@ printf '%b' "${fmt//'${Version}'/$FAKE_LINUX}"
 
 class LinuxSourceTest(unittest.TestCase):
     """The linux-source-6.12 version: in the results, a change since the
-    last kernel build said in one line, and the cache key as it always
-    was."""
+    last kernel build said in one line, KVT_LINUX_VERSION enforced, and the
+    cache key as it always was."""
 
     def setUp(self):
         self.tmp = Path(tempfile.mkdtemp())
@@ -560,9 +560,12 @@ class LinuxSourceTest(unittest.TestCase):
         self.cache = self.tmp / "cache"
         self.cache.mkdir()
 
-    def env_sh(self, script, linux):
+    def env_sh(self, script, linux, pin=None):
         env = dict(os.environ, PATH=f"{self.tmp / 'bin'}:{os.environ['PATH']}",
                    FAKE_LINUX=linux, KVT_CACHE=str(self.cache))
+        env.pop("KVT_LINUX_VERSION", None)
+        if pin is not None:
+            env["KVT_LINUX_VERSION"] = pin
         return subprocess.run(["bash", "-c", f'set -euo pipefail; . "{kvt.ROOT}/scripts/env.sh"; '
                                + script], capture_output=True, text=True, env=env)
 
@@ -580,15 +583,29 @@ class LinuxSourceTest(unittest.TestCase):
         self.assertEqual((self.cache / "linux-source-6.12.last").read_text(),
                          "6.12.118-1~deb12u1\n")
 
+    def test_pinned_version(self):
+        res = self.env_sh("echo ok", "6.12.118-1~deb12u1", pin="6.12.118-1~deb12u1")
+        self.assertEqual((res.returncode, res.stdout), (0, "ok\n"))
+        res = self.env_sh("echo ok", "6.12.118-1~deb12u1", pin="6.12.117-1~deb12u1")
+        self.assertNotEqual(res.returncode, 0)
+        self.assertEqual(res.stdout, "")
+        self.assertIn("KVT_LINUX_VERSION=6.12.117-1~deb12u1, but linux-source-6.12"
+                      " 6.12.118-1~deb12u1 is installed", res.stderr)
+        self.assertIn("setup-deps.sh", res.stderr)
+        res = self.env_sh("echo ok", "", pin="6.12.117-1~deb12u1")
+        self.assertNotEqual(res.returncode, 0)
+        self.assertIn("linux-source-6.12 is not installed", res.stderr)
+
     def test_source_key_is_unchanged(self):
-        # The key is what it was before the version was noted: a different
-        # one would rebuild every cached kernel.
+        # The key is what it was before the version was pinned or noted:
+        # a different one would rebuild every cached kernel.
         version = "6.12.118-1~deb12u1"
         patches = b"".join(p.read_bytes()
                            for p in sorted((kvt.ROOT / "patches/linux-6.12").glob("*.patch")))
         want = hashlib.sha256(version.encode() + b"\n" + patches).hexdigest()[:16]
-        res = self.env_sh("kvt_src_key", version)
-        self.assertEqual(res.stdout.strip(), want)
+        for pin in (None, version):
+            res = self.env_sh("kvt_src_key", version, pin)
+            self.assertEqual(res.stdout.strip(), want, pin)
 
     def test_version_in_the_results(self):
         env = {"PATH": f"{self.tmp / 'bin'}:{os.environ['PATH']}"}

@@ -846,7 +846,9 @@ def rst_table(rows, gs, meta, gsum=None):
            f"Made by ``{meta['command']}`` on {meta['date']} (git {meta['git']}), "
            f"{meta['reps']} repetition{'s' if meta['reps'] != 1 else ''} of "
            f"{meta['irqs'] or 'the default number of'} interrupts per workload, "
-           f"{meta.get('qemu_version', 'QEMU')}.",
+           f"{meta.get('qemu_version', 'QEMU')}"
+           + (f", host kernels from Debian {kvt.LINUX_SOURCE} {meta['linux_source']}"
+              if meta.get("linux_source") else "") + ".",
            ""]
     for c, info in meta["configs"].items():
         out.append(f"- {c}: ``{' '.join(info['qemu'])}``, ``-icount {info['icount']}``")
@@ -904,7 +906,10 @@ def write_outputs(out, runs, meta, boots, gap_runs=(), targets=None, baseline=No
     return summary, rows, gs, gsum
 
 
-def print_report(summary, rows, gs, out, gsum=None):
+def print_report(summary, rows, gs, out, gsum=None, meta=None):
+    if meta and "linux_source" in meta:
+        print(f"# host kernels: Debian {kvt.LINUX_SOURCE} "
+              f"{meta['linux_source'] or '(not installed)'}")
     print("# benchmark: ours (kvm_vtimer) / in-tree; lateness in timer ticks")
     for line in table(rows):
         print(f"  {line}")
@@ -1081,6 +1086,7 @@ def main(argv=None):
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "git": git_rev(), "reps": args.reps, "irqs": args.irqs,
             "kvt_bench": shlex.join(test["argv"]),
+            "linux_source": kvt.linux_source_version(),
             "qemu_version": "; ".join(dict.fromkeys(
                 qemu_version(kvt.QEMU[plan["config"][n]["arch"]][0]) for n in names)),
             "configs": {n: {"qemu": plan["config"][n]["qemu"],
@@ -1124,7 +1130,7 @@ def main(argv=None):
     targets = goal_targets(plan, names, runs, gap_runs, declared=not args.configs)
     summary, rows, gs, gsum = write_outputs(args.out, runs, meta, boots, gap_runs, targets,
                                             cap_ns=advance_cap_ns(args.module_params))
-    print_report(summary, rows, gs, args.out, gsum)
+    print_report(summary, rows, gs, args.out, gsum, meta)
     if args.publish:
         PUBLISH.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(args.out / "lateness-cdf.svg", PUBLISH / "lateness-cdf.svg")

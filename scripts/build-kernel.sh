@@ -6,7 +6,9 @@
 # patches/linux-6.12 applied and configs/ARCH.config on top of allnoconfig.
 # A VARIANT (debug, rt) lays configs/VARIANT.config over ARCH.config.  The
 # result lives in the cache outside the repository, keyed by what went into
-# it; the last line printed is its directory.
+# it; the last line printed is its directory.  With KVT_LINUX_VERSION set,
+# a linux-source-6.12 of another version is refused (env.sh); a version
+# other than the last build's is said in one line.
 set -euo pipefail
 arch=${1:?usage: build-kernel.sh riscv|arm64 [debug|rt]}
 variant=${2:-}
@@ -15,6 +17,7 @@ variant=${2:-}
 mkdir -p "$KVT_CACHE"
 exec 9>"$KVT_CACHE/.lock"
 flock 9
+kvt_note_linux_version
 
 src=$KVT_CACHE/src-$(kvt_src_key)
 if [ ! -e "$src/.kvt-ready" ]; then

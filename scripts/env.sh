@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0
+# shellcheck shell=bash
 # Sourced by the build scripts: the toolchain that builds Rust-enabled 6.12
 # kernels here (Debian rustc-web + rust-web-src, clang/LLVM 19, bindgen-cli).
 
@@ -9,10 +10,74 @@ KVT_JOBS=${KVT_JOBS:-$(($(nproc) + 1))}
 
 PATH=$(llvm-config-19 --bindir):$PATH:$HOME/.cargo/bin
 KVT_RUSTC=/usr/bin/rustc
-KVT_RUST_LIB_SRC=$(ls -d /usr/src/rustc-*/library 2>/dev/null | sort -V | tail -n 1)
 KVT_BINDGEN=$(command -v bindgen || true)
 LIBCLANG_PATH=$(llvm-config-19 --libdir)
 export PATH LIBCLANG_PATH KVT_ROOT KVT_CACHE KVT_BUILD KVT_JOBS
+
+# The standard library source of the rustc RUSTC, which the kernel builds
+# with it: DIR/rustc-VERSION/library (DIR: /usr/src, where rust-web-src of
+# the same version as rustc-web puts it).  Not the newest there: another
+# version's does not build.
+kvt_rust_lib_src() {
+	local rustc=$1 dir=${2:-/usr/src} version lib others
+	version=$("$rustc" --version 2>/dev/null | awk '$1 == "rustc" { print $2 }') || true
+	if [ -z "$version" ]; then
+		echo "env.sh: no version from $rustc --version; install rustc-web" \
+			"(scripts/setup-deps.sh)" >&2
+		return 1
+	fi
+	lib=$dir/rustc-$version/library
+	if [ ! -d "$lib" ]; then
+		others=$(find "$dir" -mindepth 1 -maxdepth 1 -name 'rustc-*' -printf '%f\n' \
+			2>/dev/null | sort -V | paste -sd ' ') || true
+		echo "env.sh: no $lib for $rustc $version (in $dir: ${others:-none});" \
+			"install rust-web-src of the same version as rustc-web" \
+			"(scripts/setup-deps.sh)" >&2
+		return 1
+	fi
+	echo "$lib"
+}
+KVT_RUST_LIB_SRC=$(kvt_rust_lib_src "$KVT_RUSTC") || return 1
+
+# The installed version of Debian's linux-source-6.12, the kernels' source
+# (empty if it is not installed).
+kvt_linux_version() {
+	{ dpkg-query -W -f='${Status} ${Version}\n' linux-source-6.12 2>/dev/null || true; } |
+		sed -n 's/^install ok installed //p'
+}
+
+# KVT_LINUX_VERSION=VERSION pins the kernel source to that Debian version of
+# linux-source-6.12 (scripts/setup-deps.sh installs it): another one
+# installed stops every build.
+kvt_check_linux_version() {
+	local have
+	[ -n "${KVT_LINUX_VERSION:-}" ] || return 0
+	have=$(kvt_linux_version)
+	[ "$have" = "$KVT_LINUX_VERSION" ] && return 0
+	if [ -n "$have" ]; then have="$have is installed"; else have="is not installed"; fi
+	echo "env.sh: KVT_LINUX_VERSION=$KVT_LINUX_VERSION, but linux-source-6.12" \
+		"$have; install it with" \
+		"KVT_LINUX_VERSION=$KVT_LINUX_VERSION scripts/setup-deps.sh (as root)," \
+		"or unset KVT_LINUX_VERSION" >&2
+	return 1
+}
+kvt_check_linux_version || return 1
+
+# One line when linux-source-6.12 is not the version the previous kernel
+# build found (kept in $KVT_CACHE/linux-source-6.12.last): it is part of
+# every kernel's key (kvt_src_key), so kernels built from the old one are
+# not used.
+kvt_note_linux_version() {
+	local last=$KVT_CACHE/linux-source-6.12.last now was=
+	now=$(kvt_linux_version)
+	[ -n "$now" ] || return 0
+	[ ! -e "$last" ] || was=$(cat "$last")
+	if [ -n "$was" ] && [ "$was" != "$now" ]; then
+		echo "build-kernel: linux-source-6.12 changed: $was -> $now," \
+			"kernels will be rebuilt (unless cached for $now)" >&2
+	fi
+	[ "$was" = "$now" ] || echo "$now" > "$last"
+}
 
 # Arguments every kernel and module make invocation needs.
 kvt_kmake_args() {

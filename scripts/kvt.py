@@ -15,12 +15,14 @@ failure that passed).  A console that shows a kernel splat fails the boot.
 import argparse
 import concurrent.futures
 import fnmatch
+import functools
 import os
 import re
 import shlex
 import stat
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -62,6 +64,29 @@ TRACE_FRAME_RE = re.compile(r"^\[\s*\d+\.\d+\]\s+(\[<[0-9a-f]+>\]|\? )")
 
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
+
+
+LINUX_SOURCE = "linux-source-6.12"
+
+
+@functools.cache
+def linux_source_version():
+    """The installed version of Debian's linux-source-6.12, which the host
+    kernels are built from ("" if it is not installed).  Asked once, when
+    the kernels are prepared, so that every result of a run names the
+    version its kernels came from."""
+    try:
+        res = subprocess.run(["dpkg-query", "-W", "-f=${Status} ${Version}", LINUX_SOURCE],
+                             capture_output=True, text=True)
+    except OSError:
+        return ""
+    status, _, version = res.stdout.rpartition(" ")
+    return version if status == "install ok installed" else ""
+
+
+def linux_source_line():
+    """The results' header line that names the kernel source."""
+    return f"# host kernels: Debian {LINUX_SOURCE} {linux_source_version() or '(not installed)'}"
 
 
 def sh(*argv):
@@ -236,6 +261,7 @@ def prepare(arch, tests, variant=None):
     """Build kernel, module, selftests and init for ARCH, with the kernel
     VARIANT (configs/VARIANT.config over configs/ARCH.config) if given."""
     v = [variant] if variant else []
+    linux_source_version()
     kdir = Path(sh(SCRIPTS / "build-kernel.sh", arch, *v))
     ko = sh(SCRIPTS / "build-module.sh", arch, *v)
     selftests = sh(SCRIPTS / "build-selftests.sh", arch, *v)
@@ -314,9 +340,14 @@ def boot(plan, name, prepared, tests, echo=False, steps=None, outdir=None,
     limit = BOOT_SLACK + 60 * len(modules) + 2 * sum(t["timeout"] for t in tests)
 
     logf.write_bytes(b"")
+    # QEMU's own messages (its console is LOGF, which it writes itself),
+    # read as they come: in qemu.out at once, and the pipe never fills.
+    qemu_log = outdir / "qemu.out"
+    qemu_log.unlink(missing_ok=True)
     start = time.monotonic()
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    reader = LineReader(proc.stdout, qemu_log)
     pos = 0
     timed_out = False
     while True:
@@ -340,10 +371,7 @@ def boot(plan, name, prepared, tests, echo=False, steps=None, outdir=None,
             break
         time.sleep(0.5)
     wall = time.monotonic() - start
-    qemu_out = proc.stdout.read().decode(errors="replace").strip()
-    proc.stdout.close()
-    if qemu_out:
-        (outdir / "qemu.out").write_text(qemu_out + "\n")
+    qemu_out = reader.finish().strip()
     console = mend_console(logf.read_text(errors="replace").splitlines())
     if timed_out:
         why = f"QEMU timed out after {limit}s"
@@ -355,6 +383,51 @@ def boot(plan, name, prepared, tests, echo=False, steps=None, outdir=None,
     for tid, lines in split_output(console).items():
         (outdir / f"{tid}.log").write_text("".join(l + "\n" for l in lines))
     return b
+
+
+class LineReader(threading.Thread):
+    """A child's output pipe, read line by line as the child writes it:
+    each line is appended to PATH at once (the file is made with the first
+    line; none without output), so that `tail -f` follows a long run, and
+    kept for finish().  Reading all the time, the pipe never fills, which
+    would stop the child in its next write."""
+
+    def __init__(self, pipe, path):
+        super().__init__(daemon=True)
+        self.pipe, self.path, self.lines = pipe, Path(path), []
+        self.start()
+
+    def run(self):
+        out, writing = None, True
+        try:
+            for raw in iter(self.pipe.readline, b""):
+                self.lines.append(raw)
+                if not writing:
+                    continue
+                try:
+                    if out is None:
+                        out = open(self.path, "ab")
+                    out.write(raw)
+                    out.flush()
+                except OSError as e:
+                    # Go on reading: a full pipe would stop the child.
+                    log(f"kvt: {self.path}: {e}; its lines are kept in memory only")
+                    writing = False
+        finally:
+            if out is not None:
+                try:
+                    out.close()
+                except OSError:
+                    pass
+
+    def finish(self, timeout=10):
+        """All the output, once the child has exited (the pipe's end).  A
+        process that inherited the pipe and outlives the child gets
+        TIMEOUT seconds; then what came so far."""
+        self.join(timeout)
+        if not self.is_alive():
+            self.pipe.close()
+        return b"".join(self.lines).decode(errors="replace")
 
 
 def mend_console(console):
@@ -512,6 +585,7 @@ def report(boots, extra_counts=None):
     counts = {"pass": 0, "fail": 0, "skip": 0, "xfail": 0, "xpass": 0}
     for k, v in (extra_counts or {}).items():
         counts[k] += v
+    print(linux_source_line())
     for b in boots:
         print(f"# {b.config}: {b.wall:.0f}s wall, console in {b.log_path}")
         for r in b.results:

@@ -367,16 +367,14 @@ def main():
             "debian": versions(debian[arch]),
             "debian_dir": str(debian[arch]),
             "host_kernel": str(prepared[arch][0]),
-            "linux_source": subprocess.run(
-                ["dpkg-query", "-W", "-f=${Version}", "linux-source-6.12"],
-                capture_output=True, text=True).stdout,
+            "linux_source": kvt.linux_source_version(),
         }
     out.mkdir(parents=True, exist_ok=True)
     (out / "realvm.json").write_text(json.dumps(results, indent=1) + "\n")
     print("# cyclictest in the guest (us of guest time), in-tree / ours / in-tree again")
     print(table(results))
     print(f"# figures and versions: {out / 'realvm.json'}")
-    (out / "results.txt").write_text("".join(
+    (out / "results.txt").write_text(kvt.linux_source_line() + "\n" + "".join(
         r.line() + "\n" for n in names for r in boots[n].results))
     counts = kvt.report([boots[n] for n in names])
     return 1 if counts["fail"] else 0

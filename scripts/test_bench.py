@@ -612,6 +612,10 @@ class OutputTest(unittest.TestCase):
         self.assertIn("- goal 0 (busy gap) riscv-sstc/sbi: met (longest gap ours 40 vs "
                       "in-tree 50 ticks", rst)
         self.assertIn("spin us/irq", rst)
+        self.assertNotIn("linux-source", rst)
+        meta = dict(self.META, linux_source="6.12.118-1~deb12u1")
+        self.assertIn(", host kernels from Debian linux-source-6.12 6.12.118-1~deb12u1.",
+                      bench.rst_table(rows, gs, meta))
         self.assertEqual(len([l for l in bench.rst_table(rows, gs, self.META).splitlines()
                               if l.startswith("====")]), 3)
 
@@ -690,6 +694,13 @@ class MainTest(unittest.TestCase):
             return status
 
     GOOD = [run("intree", "wfi", lateness=(10, 20)), run("vtimer", "wfi", lateness=(1, 2))]
+
+    def test_kernel_source_version_in_the_outputs(self):
+        with mock.patch.object(kvt, "linux_source_version", return_value="6.12.118-1~deb12u1"):
+            self.assertEqual(self.main(self.GOOD), 0)
+        self.assertEqual(self.doc["meta"]["linux_source"], "6.12.118-1~deb12u1")
+        self.assertEqual(self.out.splitlines()[0],
+                         "# host kernels: Debian linux-source-6.12 6.12.118-1~deb12u1")
 
     def test_exit_status(self):
         self.assertEqual(self.main(self.GOOD), 0)

@@ -6,14 +6,19 @@ and how a console becomes results.  Run by `make check` on the host:
 """
 
 import fnmatch
+import hashlib
+import io
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import unittest
 from pathlib import Path
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kvt  # noqa: E402
@@ -391,6 +396,233 @@ class VariantTest(unittest.TestCase):
             subprocess.run(["bash", "-c", f'set -euo pipefail; export KVT_CACHE="{cache}"; '
                             f'. "{kvt.ROOT}/scripts/env.sh"; kvt_prune'], check=True)
             self.assertEqual(sorted(p.name for p in cache.iterdir()), names[1:])
+
+
+class RustLibSrcTest(unittest.TestCase):
+    """scripts/env.sh's kvt_rust_lib_src: the library source of the rustc
+    the kernels build with, not the newest one there is."""
+
+    def lib_src(self, version_line, dirs):
+        with tempfile.TemporaryDirectory() as d:
+            d = Path(d)
+            rustc = d / "rustc"
+            rustc.write_text(f"#!/bin/sh\necho '{version_line}'\n")
+            rustc.chmod(0o755)
+            src = d / "src"
+            for v in dirs:
+                (src / f"rustc-{v}" / "library").mkdir(parents=True)
+            res = subprocess.run(
+                ["bash", "-c", f'set -euo pipefail; . "{kvt.ROOT}/scripts/env.sh"; '
+                 f'kvt_rust_lib_src "{rustc}" "{src}"'], capture_output=True, text=True)
+            return res.returncode, res.stdout.replace(str(src), "SRC").strip(), res.stderr
+
+    def test_the_matching_version(self):
+        rc, out, _ = self.lib_src("rustc 1.95.0 (abc 2026-03-21) (built from a source tarball)",
+                                  ["1.94.1", "1.95.0", "1.96.0"])
+        self.assertEqual((rc, out), (0, "SRC/rustc-1.95.0/library"))
+
+    def test_no_match_fails_and_says_why(self):
+        rc, out, err = self.lib_src("rustc 1.97.0 (abc 2026-07-01)", ["1.95.0", "1.96.0"])
+        self.assertNotEqual(rc, 0)
+        self.assertEqual(out, "")
+        self.assertIn("rustc-1.97.0/library", err)
+        self.assertIn("rustc-1.95.0 rustc-1.96.0", err)
+        self.assertIn("rust-web-src", err)
+        rc, _, err = self.lib_src("not a rustc", ["1.96.0"])
+        self.assertNotEqual(rc, 0)
+        self.assertIn("no version", err)
+
+
+# A QEMU that prints "qemu: first", waits for the file FAKE_GO (at most
+# 30 s), prints FAKE_FLOOD bytes, writes FAKE_CONSOLE as its serial console,
+# prints "qemu: last" and exits.
+FAKE_QEMU = r"""#!/usr/bin/env python3
+import os, sys, time
+serial = next(a[5:] for a in sys.argv if a.startswith("file:"))
+print("qemu: first", flush=True)
+end = time.monotonic() + 30
+while not os.path.exists(os.environ["FAKE_GO"]) and time.monotonic() < end:
+    time.sleep(0.05)
+flood = int(os.environ.get("FAKE_FLOOD", "0"))
+for _ in range(flood // 100):
+    sys.stdout.write("x" * 99 + "\n")
+open(serial, "w").write(os.environ["FAKE_CONSOLE"])
+print("qemu: last", flush=True)
+"""
+
+
+class BootOutputTest(unittest.TestCase):
+    """kvt.boot() on a fake QEMU: its own output reaches qemu.out while it
+    runs, a lot of it does not stop it, and the wall-clock limit holds."""
+
+    PLAN = {"config": {"c": {"arch": "riscv", "qemu": []}}, "test": [], "xfail": []}
+    STEPS = [(None, "phase p"), ("p.t1", "run 5 p.t1 /bin/t1"),
+             ("p.t2", "run 5 p.t2 /bin/t2")]
+
+    def setUp(self):
+        self.tmp = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, self.tmp)
+        qemu = self.tmp / "qemu"
+        qemu.write_text(FAKE_QEMU)
+        qemu.chmod(0o755)
+        self.go = self.tmp / "go"
+        self.out = self.tmp / "out"
+        self.env = {"FAKE_GO": str(self.go),
+                    "FAKE_CONSOLE": "ok 1 p.t1 # time=1.0s\n" + kvt.PLAN_DONE + "\n"}
+        for patch in (mock.patch.dict(kvt.QEMU, {"riscv": (str(qemu), "ttyS0", [])}),
+                      mock.patch.dict(os.environ, self.env)):
+            patch.start()
+            self.addCleanup(patch.stop)
+
+    def boot(self):
+        return kvt.boot(self.PLAN, "c", (self.tmp / "Image", None, None, {}), [],
+                        steps=self.STEPS, outdir=self.out,
+                        initramfs=lambda path, text: path.write_bytes(b""))
+
+    def results(self, b):
+        return {r.test: r for r in b.results}
+
+    def test_lines_arrive_before_qemu_exits(self):
+        done = []
+        t = threading.Thread(target=lambda: done.append(self.boot()))
+        t.start()
+        try:
+            qemu_out = self.out / "qemu.out"
+            end = time.monotonic() + 20
+            while time.monotonic() < end and not (
+                    qemu_out.exists() and "qemu: first" in qemu_out.read_text()):
+                time.sleep(0.05)
+            # QEMU still waits for FAKE_GO, and its first line is there.
+            self.assertTrue(t.is_alive())
+            self.assertTrue(qemu_out.exists(), "no qemu.out while QEMU runs")
+            self.assertEqual(qemu_out.read_text(), "qemu: first\n")
+        finally:
+            self.go.touch()
+            t.join(60)
+        self.assertFalse(t.is_alive())
+        r = self.results(done[0])
+        self.assertEqual(r["p.t1"].status, "pass")
+        # A step without a result: why, from QEMU's last line.
+        self.assertEqual(r["p.t2"].note, "not run: qemu: last")
+        self.assertEqual(r["console"].status, "pass")
+        self.assertEqual((self.out / "qemu.out").read_text(), "qemu: first\nqemu: last\n")
+
+    def test_much_output_does_not_block_qemu(self):
+        # More than a pipe holds (64 KiB): QEMU would block in write() until
+        # the wall-clock limit if nobody read it while it runs.
+        os.environ["FAKE_FLOOD"] = str(1 << 20)
+        self.go.touch()
+        with mock.patch.object(kvt, "BOOT_SLACK", 15):
+            b = self.boot()
+        r = self.results(b)
+        self.assertEqual(r["console"].status, "pass", r["console"].note)
+        self.assertLess(b.wall, 15)
+        lines = (self.out / "qemu.out").read_text().splitlines()
+        self.assertEqual(len(lines), 2 + (1 << 20) // 100)
+        self.assertEqual(lines[-1], "qemu: last")
+
+    def test_timeout_and_no_stale_output(self):
+        # A qemu.out of an earlier boot goes; a QEMU over its limit is killed.
+        self.out.mkdir()
+        (self.out / "qemu.out").write_text("old\n")
+        with mock.patch.object(kvt, "BOOT_SLACK", 1):
+            b = self.boot()
+        r = self.results(b)
+        self.assertEqual(r["console"].status, "fail")
+        self.assertIn("QEMU timed out after 1s", r["console"].note)
+        self.assertIn("QEMU timed out after 1s", r["p.t1"].note)
+        self.assertLess(b.wall, 10)
+        self.assertEqual((self.out / "qemu.out").read_text(), "qemu: first\n")
+
+
+# dpkg-query -W -f=FORMAT PACKAGE for an installed linux-source-6.12 of
+# version $FAKE_LINUX (none if it is empty).
+FAKE_DPKG_QUERY = r"""#!/bin/bash
+fmt=${2#-f=}
+[ -n "$FAKE_LINUX" ] || { echo "dpkg-query: no packages found matching $3" >&2; exit 1; }
+fmt=${fmt//'${Status}'/install ok installed}
+printf '%b' "${fmt//'${Version}'/$FAKE_LINUX}"
+"""
+
+
+class LinuxSourceTest(unittest.TestCase):
+    """The linux-source-6.12 version: in the results, a change since the
+    last kernel build said in one line, KVT_LINUX_VERSION enforced, and the
+    cache key as it always was."""
+
+    def setUp(self):
+        self.tmp = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, self.tmp)
+        (self.tmp / "bin").mkdir()
+        fake = self.tmp / "bin" / "dpkg-query"
+        fake.write_text(FAKE_DPKG_QUERY)
+        fake.chmod(0o755)
+        self.cache = self.tmp / "cache"
+        self.cache.mkdir()
+
+    def env_sh(self, script, linux, pin=None):
+        env = dict(os.environ, PATH=f"{self.tmp / 'bin'}:{os.environ['PATH']}",
+                   FAKE_LINUX=linux, KVT_CACHE=str(self.cache))
+        env.pop("KVT_LINUX_VERSION", None)
+        if pin is not None:
+            env["KVT_LINUX_VERSION"] = pin
+        return subprocess.run(["bash", "-c", f'set -euo pipefail; . "{kvt.ROOT}/scripts/env.sh"; '
+                               + script], capture_output=True, text=True, env=env)
+
+    def test_change_is_said_once(self):
+        note = "kvt_note_linux_version"
+        res = self.env_sh(note, "6.12.117-1~deb12u1")
+        self.assertEqual((res.returncode, res.stderr), (0, ""))
+        self.assertEqual(self.env_sh(note, "6.12.117-1~deb12u1").stderr, "")
+        res = self.env_sh(note, "6.12.118-1~deb12u1")
+        self.assertEqual(res.returncode, 0)
+        self.assertEqual(len(res.stderr.splitlines()), 1)
+        self.assertIn("linux-source-6.12 changed: 6.12.117-1~deb12u1 -> 6.12.118-1~deb12u1,"
+                      " kernels will be rebuilt", res.stderr)
+        self.assertEqual(self.env_sh(note, "6.12.118-1~deb12u1").stderr, "")
+        self.assertEqual((self.cache / "linux-source-6.12.last").read_text(),
+                         "6.12.118-1~deb12u1\n")
+
+    def test_pinned_version(self):
+        res = self.env_sh("echo ok", "6.12.118-1~deb12u1", pin="6.12.118-1~deb12u1")
+        self.assertEqual((res.returncode, res.stdout), (0, "ok\n"))
+        res = self.env_sh("echo ok", "6.12.118-1~deb12u1", pin="6.12.117-1~deb12u1")
+        self.assertNotEqual(res.returncode, 0)
+        self.assertEqual(res.stdout, "")
+        self.assertIn("KVT_LINUX_VERSION=6.12.117-1~deb12u1, but linux-source-6.12"
+                      " 6.12.118-1~deb12u1 is installed", res.stderr)
+        self.assertIn("setup-deps.sh", res.stderr)
+        res = self.env_sh("echo ok", "", pin="6.12.117-1~deb12u1")
+        self.assertNotEqual(res.returncode, 0)
+        self.assertIn("linux-source-6.12 is not installed", res.stderr)
+
+    def test_source_key_is_unchanged(self):
+        # The key is what it was before the version was pinned or noted:
+        # a different one would rebuild every cached kernel.
+        version = "6.12.118-1~deb12u1"
+        patches = b"".join(p.read_bytes()
+                           for p in sorted((kvt.ROOT / "patches/linux-6.12").glob("*.patch")))
+        want = hashlib.sha256(version.encode() + b"\n" + patches).hexdigest()[:16]
+        for pin in (None, version):
+            res = self.env_sh("kvt_src_key", version, pin)
+            self.assertEqual(res.stdout.strip(), want, pin)
+
+    def test_version_in_the_results(self):
+        env = {"PATH": f"{self.tmp / 'bin'}:{os.environ['PATH']}"}
+        kvt.linux_source_version.cache_clear()
+        self.addCleanup(kvt.linux_source_version.cache_clear)
+        with mock.patch.dict(os.environ, dict(env, FAKE_LINUX="6.12.118-1~deb12u1")):
+            self.assertEqual(kvt.linux_source_version(), "6.12.118-1~deb12u1")
+            b = kvt.Boot("c", "riscv", [kvt.Result("c", "t", "pass", 1.0)], Path("x"), 1.0)
+            with mock.patch("sys.stdout", new_callable=io.StringIO) as out:
+                kvt.report([b])
+        lines = out.getvalue().splitlines()
+        self.assertEqual(lines[0], "# host kernels: Debian linux-source-6.12 6.12.118-1~deb12u1")
+        self.assertEqual(lines[-1], "1 passed, 0 failed, 0 skipped")
+        kvt.linux_source_version.cache_clear()
+        with mock.patch.dict(os.environ, dict(env, FAKE_LINUX="")):
+            self.assertEqual(kvt.linux_source_version(), "")
+            self.assertIn("(not installed)", kvt.linux_source_line())
 
 
 class CountsTest(unittest.TestCase):

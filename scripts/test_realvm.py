@@ -121,7 +121,8 @@ class CountsTest(unittest.TestCase):
     def test_results_log_counts(self):
         with tempfile.TemporaryDirectory() as d:
             p = Path(d) / "results.txt"
-            p.write_text("PASS  c/intree.sr (1.0s)\nFAIL  c/vtimer.sr (2.0s)  # why\n"
+            p.write_text("# host kernels: Debian linux-source-6.12 6.12.118-1~deb12u1\n"
+                         "PASS  c/intree.sr (1.0s)\nFAIL  c/vtimer.sr (2.0s)  # why\n"
                          "XFAIL c/intree2.sr (1.0s)  # r\nnoise\n")
             c = kvt.results_counts(p)
             self.assertEqual((c["pass"], c["fail"], c["xfail"]), (1, 1, 1))

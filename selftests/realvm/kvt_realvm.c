@@ -703,7 +703,7 @@ static bool resume_restored(void)
 static bool trace_start(void)
 {
 	char funcs[1024], *f, *save;
-	int fd;
+	int fd, traced = 0;
 
 	if (!trace_funcs)
 		return true;
@@ -712,7 +712,12 @@ static bool trace_start(void)
 		fail("mount tracefs on %s: %s", TRACEFS, strerror(errno));
 		return false;
 	}
-	/* One name a write: the filter file takes each as an addition. */
+	/*
+	 * The names, a line each, in one open: the filter is what the file
+	 * holds at close (a name not followed by a new line would run into
+	 * the next write's).  The profiler counts only the filter's
+	 * functions; an empty filter would count every function.
+	 */
 	fd = open(TRACEFS "/set_ftrace_filter", O_WRONLY | O_TRUNC | O_CLOEXEC);
 	if (fd < 0) {
 		fail("open set_ftrace_filter: %s", strerror(errno));
@@ -720,18 +725,28 @@ static bool trace_start(void)
 	}
 	snprintf(funcs, sizeof(funcs), "%s", trace_funcs);
 	for (f = strtok_r(funcs, ",", &save); f; f = strtok_r(NULL, ",", &save)) {
+		char name[160];
+		int len = snprintf(name, sizeof(name), "%s\n", f);
+
 		/* A static function may be inlined: not there to count. */
-		if (write(fd, f, strlen(f)) != (ssize_t)strlen(f))
+		if (write(fd, name, len) != len) {
 			line_out("# kvt_realvm: cannot trace %s: %s", f, strerror(errno));
+			continue;
+		}
+		traced++;
 	}
 	close(fd);
+	if (!traced) {
+		fail("none of %s can be traced", trace_funcs);
+		return false;
+	}
 	return write_file(TRACEFS "/function_profile_enabled", "1");
 }
 
 /* The profile per CPU, summed by function: "# trace: FUNC hits us". */
 static void trace_stop(void)
 {
-	struct { char name[128]; unsigned long hits; double us; } sum[32];
+	struct { char name[128]; unsigned long hits; double us; } sum[64];
 	char path[128], line[512];
 	int n = 0;
 

@@ -89,6 +89,7 @@ bool kvt_riscv_timer_irq_enabled(struct kvm_vcpu *vcpu);
 /* arm64 (shim/arm64.c); @phys: the EL1 physical timer, else the virtual. */
 bool kvt_arm64_has_vhe(void);
 bool kvt_arm64_has_cntpoff(void);
+bool kvt_arm64_has_hw_deactivation(void);
 u64 kvt_arm64_counter(void);
 u64 kvt_arm64_counter_hz(void);
 u64 kvt_arm64_offset(struct kvm_vcpu *vcpu, bool phys);

@@ -78,6 +78,11 @@ bool kvt_arm64_has_cntpoff(void)
 	return has_cntpoff();
 }
 
+bool kvt_arm64_has_hw_deactivation(void)
+{
+	return kvm_vgic_has_hw_deactivation();
+}
+
 u64 kvt_arm64_counter(void)
 {
 	return arch_timer_read_counter();

@@ -439,7 +439,20 @@ pub(crate) struct Backend(Registration);
 
 impl Backend {
     /// Register with KVM: VMs created from now on use this timer.
+    ///
+    /// Not on a host whose interrupt controller cannot deactivate a
+    /// forwarded interrupt: the vGIC would have to resample the timer lines
+    /// in software (`VGIC_IRQ_SW_RESAMPLE`), which this backend does not ask
+    /// for, and no emulated host can test.
     pub(crate) fn register() -> Result<Self> {
+        // SAFETY: reads a property of the host fixed at KVM's init; no
+        // preconditions.
+        if !unsafe { bindings::kvt_arm64_has_hw_deactivation() } {
+            pr_warn!(
+                "not loaded: the host's interrupt controller cannot deactivate a forwarded timer interrupt (vGIC no_hw_deactivation); VMs keep KVM's built-in timer\n"
+            );
+            return Err(ENODEV);
+        }
         Registration::new(&OPS).map(Self)
     }
 

@@ -69,6 +69,10 @@ void kvt_cpu_relax(void);
 unsigned long kvt_local_irq_save(void);
 void kvt_local_irq_restore(unsigned long flags);
 void kvt_pr_warn_ratelimited(const char *what, u64 value);
+/* A VM left to KVM's built-in timer: why, in the kernel log. */
+void kvt_warn_vm_declined(struct kvm_vcpu *vcpu, const char *why);
+/* Whether the backend left @kvm to KVM's built-in timer (arch shim). */
+bool kvt_vm_declined(struct kvm *kvm);
 
 /* RISC-V (shim/riscv.c). */
 u32 kvt_advance_max_ns(void);

@@ -69,6 +69,10 @@ void kvt_cpu_relax(void);
 unsigned long kvt_local_irq_save(void);
 void kvt_local_irq_restore(unsigned long flags);
 void kvt_pr_warn_ratelimited(const char *what, u64 value);
+/* A VM left to KVM's built-in timer: why, in the kernel log. */
+void kvt_warn_vm_declined(struct kvm_vcpu *vcpu, const char *why);
+/* Whether the backend left @kvm to KVM's built-in timer (arch shim). */
+bool kvt_vm_declined(struct kvm *kvm);
 
 /* RISC-V (shim/riscv.c). */
 u32 kvt_advance_max_ns(void);
@@ -89,6 +93,7 @@ bool kvt_riscv_timer_irq_enabled(struct kvm_vcpu *vcpu);
 /* arm64 (shim/arm64.c); @phys: the EL1 physical timer, else the virtual. */
 bool kvt_arm64_has_vhe(void);
 bool kvt_arm64_has_cntpoff(void);
+bool kvt_arm64_has_hw_deactivation(void);
 u64 kvt_arm64_counter(void);
 u64 kvt_arm64_counter_hz(void);
 u64 kvt_arm64_offset(struct kvm_vcpu *vcpu, bool phys);

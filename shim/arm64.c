@@ -29,8 +29,8 @@ static struct arch_timer_context *kvt_ctx(struct kvm_vcpu *vcpu, bool phys)
 
 /*
  * The vCPU's saved timer registers.  Not __vcpu_sys_reg(): its nested-virt
- * sanitising is KVM-internal, and VMs with nested virtualization never
- * reach this backend (it refuses to enable their vCPUs).
+ * sanitising is KVM-internal, and VMs with nested virtualization never run
+ * on this backend (it declines them at their first run).
  */
 #define kvt_sys_reg(vcpu, r)	ctxt_sys_reg(&(vcpu)->arch.ctxt, r)
 
@@ -76,6 +76,11 @@ bool kvt_arm64_has_vhe(void)
 bool kvt_arm64_has_cntpoff(void)
 {
 	return has_cntpoff();
+}
+
+bool kvt_arm64_has_hw_deactivation(void)
+{
+	return kvm_vgic_has_hw_deactivation();
 }
 
 u64 kvt_arm64_counter(void)
@@ -218,6 +223,12 @@ bool kvt_arm64_irqchip_in_kernel(struct kvm_vcpu *vcpu)
 bool kvt_arm64_nested(struct kvm_vcpu *vcpu)
 {
 	return vcpu_has_nv(vcpu);
+}
+
+/* Whether this backend declined @kvm at its first vCPU run (vm_accept). */
+bool kvt_vm_declined(struct kvm *kvm)
+{
+	return READ_ONCE(kvm->arch.timer_data.backend_declined);
 }
 
 void kvt_arm64_irq_line(struct kvm_vcpu *vcpu, bool phys, bool level)

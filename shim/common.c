@@ -59,6 +59,9 @@ static int kvt_stats_show(struct seq_file *m, void *unused)
 	unsigned long n;
 	int i;
 
+	if (kvt_vm_declined(kvm))
+		seq_puts(m, "declined: the VM runs on KVM's built-in timer\n");
+
 	/* Online vCPUs, and their timer state, live until the VM goes. */
 	mutex_lock(&kvm->lock);
 	kvm_for_each_vcpu(n, vcpu, kvm) {
@@ -176,4 +179,10 @@ void kvt_cpu_relax(void)
 void kvt_pr_warn_ratelimited(const char *what, u64 value)
 {
 	pr_warn_ratelimited("kvm_vtimer: %s: %#llx\n", what, value);
+}
+
+void kvt_warn_vm_declined(struct kvm_vcpu *vcpu, const char *why)
+{
+	pr_warn_ratelimited("kvm_vtimer: VM of pid %d: %s: it runs on KVM's built-in timer\n",
+			    vcpu->kvm->userspace_pid, why);
 }

@@ -219,9 +219,6 @@ impl Platform for Sim {
         self.log.borrow_mut().push(format!("setup {direct:?}"));
         Ok(())
     }
-    fn nested(&self) -> bool {
-        false
-    }
     fn timer_start(&self, expires_ns: u64) {
         self.timer.set(Some(expires_ns))
     }

@@ -8,6 +8,10 @@
 //! it) and emulated with an hrtimer on nVHE hosts.  Everything that touches
 //! C lives here or in the wrappers; the timers' behaviour is `El1Timers`'s,
 //! which the host tests run.
+//!
+//! A VM without the in-kernel vGIC, or with nested virtualization, is
+//! declined at its first vCPU run ([`el1::decline`]) and runs on KVM's
+//! built-in timer.
 
 use core::ffi::c_void;
 
@@ -20,7 +24,7 @@ use crate::bindings;
 use crate::hrtimer::{impl_has_hr_timer, HrTimer, HrTimerCallback, HrTimerRestart};
 use crate::kvm::{self, Vcpu};
 use crate::timer::clock::Clock;
-use crate::timer::el1::{El1Timers, Error, Placement, Platform, TimerReg, Which};
+use crate::timer::el1::{self, Decline, El1Timers, Error, Placement, Platform, TimerReg, Which};
 
 /// A vCPU's timer state, owned by KVM's `vcpu->arch.timer_cpu.backend_priv`
 /// from `vcpu_init` to `vcpu_deinit`.
@@ -173,11 +177,6 @@ impl Platform for Host<'_> {
         }
     }
 
-    fn nested(&self) -> bool {
-        // SAFETY: see `Host`.
-        unsafe { bindings::kvt_arm64_nested(self.vcpu()) }
-    }
-
     fn timer_start(&self, expires_ns: u64) {
         self.0.timer.start(expires_ns)
     }
@@ -212,6 +211,34 @@ impl Platform for Host<'_> {
 
 /// The vCPUs' states.
 type States = PerVcpu<VcpuState>;
+
+/// Why a VM is left to KVM's timer, for the kernel log.
+fn decline_reason(d: Decline) -> &'static kernel::str::CStr {
+    match d {
+        Decline::Nested => c_str!("nested virtualization (KVM_ARM_VCPU_HAS_EL2)"),
+        Decline::UserIrqchip => c_str!("userspace irqchip (no in-kernel vGIC)"),
+    }
+}
+
+unsafe extern "C" fn vm_accept(vcpu: *mut bindings::kvm_vcpu) -> bool {
+    // SAFETY: KVM passes the vCPU of the VM's first run, live for the call.
+    let Some(vcpu) = (unsafe { Vcpu::from_raw(vcpu) }) else {
+        return false;
+    };
+    // SAFETY: a live vCPU; its VM's vGIC and vCPU features are final.
+    let (in_kernel, nested) = unsafe {
+        (
+            bindings::kvt_arm64_irqchip_in_kernel(vcpu.as_ptr()),
+            bindings::kvt_arm64_nested(vcpu.as_ptr()),
+        )
+    };
+    let Some(d) = el1::decline(in_kernel, nested) else {
+        return true;
+    };
+    // SAFETY: a live vCPU; the reason is a static string.
+    unsafe { bindings::kvt_warn_vm_declined(vcpu.as_ptr(), decline_reason(d).as_char_ptr()) };
+    false
+}
 
 unsafe extern "C" fn vcpu_init(vcpu: *mut bindings::kvm_vcpu) -> c_int {
     // SAFETY: KVM passes the vCPU being created; it outlives its state,
@@ -252,10 +279,6 @@ unsafe extern "C" fn vcpu_enable(vcpu: *mut bindings::kvm_vcpu) -> c_int {
     States::with(vcpu, EINVAL.to_errno(), |s| {
         match s.logic.enable(&Host(s)) {
             Ok(()) => 0,
-            Err(Error::Nested) => {
-                kvm::warn_ratelimited(c_str!("nested virtualization is not supported, vCPU"), 0);
-                EINVAL.to_errno()
-            }
             Err(Error::BadIrqs) => {
                 kvm::warn_ratelimited(c_str!("timer PPIs are equal or already in use"), 0);
                 EINVAL.to_errno()
@@ -417,6 +440,7 @@ pub(crate) unsafe extern "C" fn kvt_rust_vcpu_stats(
 }
 
 static OPS: bindings::kvm_arch_timer_ops = bindings::kvm_arch_timer_ops {
+    vm_accept: Some(vm_accept),
     vcpu_init: Some(vcpu_init),
     vcpu_deinit: Some(vcpu_deinit),
     vcpu_reset: Some(vcpu_reset),
@@ -439,7 +463,20 @@ pub(crate) struct Backend(Registration);
 
 impl Backend {
     /// Register with KVM: VMs created from now on use this timer.
+    ///
+    /// Not on a host whose interrupt controller cannot deactivate a
+    /// forwarded interrupt: the vGIC would have to resample the timer lines
+    /// in software (`VGIC_IRQ_SW_RESAMPLE`), which this backend does not ask
+    /// for, and no emulated host can test.
     pub(crate) fn register() -> Result<Self> {
+        // SAFETY: reads a property of the host fixed at KVM's init; no
+        // preconditions.
+        if !unsafe { bindings::kvt_arm64_has_hw_deactivation() } {
+            pr_warn!(
+                "not loaded: the host's interrupt controller cannot deactivate a forwarded timer interrupt (vGIC no_hw_deactivation); VMs keep KVM's built-in timer\n"
+            );
+            return Err(ENODEV);
+        }
         Registration::new(&OPS).map(Self)
     }
 

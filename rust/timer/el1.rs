@@ -100,10 +100,32 @@ pub enum Error {
     Invalid,
     /// The timer interrupts are not valid PPIs of this VM (`-EINVAL`).
     BadIrqs,
-    /// Nested virtualization: not handled by this backend (`-EINVAL`).
-    Nested,
     /// Mapping the timer interrupts failed: the kernel's error code.
     Map(i32),
+}
+
+/// Why a VM is left to KVM's built-in timer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decline {
+    /// Nested virtualization: only the EL1 timers are ours.
+    Nested,
+    /// No in-kernel vGIC.  KVM's timer keeps the host from a storm of the
+    /// timer interrupt by the host's interrupt controller's active state
+    /// where it has one, else by disabling the interrupt in its handler,
+    /// which this backend's interrupt path does not reach.
+    UserIrqchip,
+}
+
+/// Whether a VM is left to KVM's timer, by what its first vCPU run shows:
+/// whether it has the in-kernel vGIC and nested virtualization.
+pub fn decline(irqchip_in_kernel: bool, nested: bool) -> Option<Decline> {
+    if nested {
+        Some(Decline::Nested)
+    } else if !irqchip_in_kernel {
+        Some(Decline::UserIrqchip)
+    } else {
+        None
+    }
 }
 
 pub use super::Expiry;
@@ -162,8 +184,6 @@ pub trait Platform {
     /// Claim the timers' PPIs (distinct, owned by us) and map the direct
     /// ones to the host's interrupts; first run, in-kernel vGIC only.
     fn irq_setup(&self, direct: &[Which]) -> Result<(), Error>;
-    /// Whether the vCPU has nested virtualization.
-    fn nested(&self) -> bool;
 
     /// Start the vCPU's host timer at absolute `expires_ns`, on this CPU.
     fn timer_start(&self, expires_ns: u64);
@@ -427,13 +447,11 @@ impl El1Timers {
         }
     }
 
-    /// The vCPU's first run.
+    /// The vCPU's first run, in a VM that [`decline`] did not leave to
+    /// KVM's timer.
     pub fn enable<P: Platform>(&self, p: &P) -> Result<(), Error> {
         if self.enabled() {
             return Ok(());
-        }
-        if p.nested() {
-            return Err(Error::Nested);
         }
         if p.irqchip_in_kernel() {
             let mut direct = [Which::Virt; 2];
@@ -712,6 +730,14 @@ mod tests {
         // Only the low 32 bits count.
         assert_eq!(cval_from_tval((1 << 32) | 5, 1000), 1005);
         assert_eq!(cval_from_tval(u64::from(u32::MAX), 0), u64::MAX);
+    }
+
+    #[test]
+    fn declines_nested_and_user_irqchip() {
+        assert_eq!(decline(true, false), None);
+        assert_eq!(decline(false, false), Some(Decline::UserIrqchip));
+        assert_eq!(decline(true, true), Some(Decline::Nested));
+        assert_eq!(decline(false, true), Some(Decline::Nested));
     }
 
     #[test]

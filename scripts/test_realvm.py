@@ -78,6 +78,31 @@ class StepsTest(unittest.TestCase):
                          "run 60 intree.sr /bin/kvt_realvm -l -H saverestore 1 60 500")
         self.assertEqual(out["intree.l"], "run 60 intree.l /bin/kvt_realvm -l saverestore 1 60")
 
+    def test_trace_step_passes_its_functions(self):
+        steps = [{"id": "ls", "argv": ["saverestore", "1"], "timeout": 60, "live": True,
+                  "trace": ["make_xfence_request", "gstage_op_pte"]}]
+        out = dict(realvm.steps_of(steps, kvm_module=False))
+        self.assertEqual(out["intree.ls"], "run 60 intree.ls /bin/kvt_realvm -l "
+                         "-T make_xfence_request,gstage_op_pte saverestore 1 60")
+
+    def test_trace_figures(self):
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / "intree.ls.log").write_text(
+                "# trace: make_xfence_request 29983 calls 101550943 us\n"
+                "# trace: gstage_op_pte 29389 calls 101936061 us\n"
+                "# wall_s: 189.1\n")
+            figs = realvm.figures(d, "intree.ls")
+        self.assertEqual(figs["trace"], {
+            "make_xfence_request": {"calls": 29983, "us": 101550943},
+            "gstage_op_pte": {"calls": 29389, "us": 101936061}})
+        self.assertEqual(figs["wall_s"], "189.1")
+
+    def test_trace_plan_is_well_formed(self):
+        with open(realvm.ROOT / "selftests" / "realvm-trace.toml", "rb") as f:
+            rv = realvm.tomllib.load(f)
+        self.assertTrue(all(s.get("trace") for s in rv["step"]))
+        self.assertEqual(set(rv["config"]) - set(kvt.load_plan()["config"]), set())
+
     def test_short_run_is_our_timer_only(self):
         steps = [{"id": "sr", "argv": ["saverestore", "1"], "timeout": 60}]
         ids = [tid for tid, _ in realvm.steps_of(steps, False, ("vtimer",)) if tid]

@@ -712,6 +712,51 @@ fn a_cval_moved_ahead_while_the_line_is_up_drops_it_and_fires_again() {
 }
 
 #[test]
+fn input_level_reads_the_line_and_changes_nothing() {
+    // The vGIC asks the vCPU that runs on this CPU for the level of a
+    // mapped timer line: when its guest deactivates the interrupt, and when
+    // the guest reads a redistributor's pending bits, also another vCPU's
+    // (the PPI has the same number there).  The answer is this vCPU's line;
+    // asking must not change this vCPU's state.
+    let (sim, t) = timers(Placement::Direct);
+    t.load(&sim);
+    let due = sim.guest_now(Which::Virt);
+    sim.guest_program(Which::Virt, CTL_ENABLE, due);
+    assert_eq!(sim.take_host_irqs(&t), 1);
+    assert!(sim.line(Which::Virt) && t.level(Which::Virt));
+    sim.guest_ack(Which::Virt);
+    // Its handler masks the timer, then reads vCPU 1's pending bits before
+    // it deactivates its own interrupt.
+    sim.guest_program(Which::Virt, CTL_ENABLE | CTL_IMASK, due);
+    let state = |t: &El1Timers| {
+        (
+            t.level(Which::Virt),
+            t.level(Which::Phys),
+            t.stats().snapshot(),
+        )
+    };
+    let before = state(&t);
+    for _ in 0..2 {
+        assert!(!t.input_level(&sim, Which::Virt));
+        assert!(!t.input_level(&sim, Which::Phys));
+    }
+    assert_eq!(state(&t), before, "input_level changed the vCPU's state");
+    // The deactivation: the vGIC lowers its line on resample.
+    sim.guest_deactivate(&t, Which::Virt);
+    assert!(!sim.line(Which::Virt));
+    assert!(!sim.active[0].get());
+    // The next deadline comes while the vCPU blocks: a new delivery,
+    // counted once.
+    sim.guest_program(Which::Virt, CTL_ENABLE, sim.guest_now(Which::Virt) + 1_000);
+    sim.blocking.set(true);
+    put(&sim, &t);
+    run_host_timer(&sim, &t);
+    assert!(sim.line(Which::Virt));
+    assert_eq!(sim.raises(Which::Virt), 2);
+    assert_eq!(t.stats().snapshot().irqs, 2);
+}
+
+#[test]
 fn every_host_interrupt_of_a_running_vcpu_is_counted() {
     // A vCPU that never leaves the guest: each expiry interrupts the host
     // once the guest deactivated the one before.

@@ -855,6 +855,24 @@ fn userspace_irqchip_lines_go_to_userspace_at_exits() {
 }
 
 #[test]
+fn userspace_irqchip_wakes_a_blocked_vcpu_at_its_deadline() {
+    // Without a vGIC nothing else wakes the vCPU: KVM's check then finds
+    // lines to tell userspace (kvm_arch_vcpu_runnable()) and it exits.
+    for phys in [Placement::Direct, Placement::Emulated] {
+        let (sim, t) = user_timers(phys);
+        t.load(&sim);
+        t.guest_write(&sim, Which::Phys, TimerReg::Tval, 300);
+        t.guest_write(&sim, Which::Phys, TimerReg::Ctl, CTL_ENABLE);
+        sim.blocking.set(true);
+        put(&sim, &t);
+        assert_eq!(t.user_lines(&sim), [false, false]);
+        run_host_timer(&sim, &t);
+        assert_eq!(sim.woken.get(), 1, "{phys:?}: the blocked vCPU sleeps on");
+        assert_eq!(t.user_lines(&sim), [false, true], "{phys:?}");
+    }
+}
+
+#[test]
 fn counter_offsets_of_both_timers() {
     // Each timer counts its own counter: the host's less the VM's offset
     // of it.  ONE_REG counter writes set the offsets (the vCPU is not

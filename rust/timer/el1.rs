@@ -550,6 +550,12 @@ impl El1Timers {
             fired = true;
         });
         if fired {
+            if !p.irqchip_in_kernel() {
+                // No vGIC to wake the vCPU for its line: wake it, and KVM
+                // finds the lines to tell userspace
+                // (`kvm_arch_vcpu_runnable()`).
+                p.wake();
+            }
             return Expiry::Done;
         }
         if scope & SCOPE_WFIT != 0 {

@@ -683,15 +683,21 @@ impl El1Timers {
             });
             return;
         }
-        self.cancel(p);
-        let now = self.now(p, t);
-        let mut regs = (p.ctl(t), p.cval(t));
-        self.apply(r, val, now, &mut regs);
-        p.set_ctl(t, regs.0);
-        p.set_cval(t, regs.1);
-        if self.enabled() && self.loaded.load(Ordering::Relaxed) {
-            self.emulate(p, t);
-        }
+        // Interrupts off: a trap is handled preemptible, and a load in
+        // between (the vCPU moved to another CPU) would start the host
+        // timer there, which may raise the line before this thread, back,
+        // drives it by its older decision and starts the timer again.
+        p.atomic(|| {
+            self.cancel(p);
+            let now = self.now(p, t);
+            let mut regs = (p.ctl(t), p.cval(t));
+            self.apply(r, val, now, &mut regs);
+            p.set_ctl(t, regs.0);
+            p.set_cval(t, regs.1);
+            if self.enabled() && self.loaded.load(Ordering::Relaxed) {
+                self.emulate(p, t);
+            }
+        });
     }
 
     /// A ONE_REG write (the vCPU is not running): `CTL` with RES0 bits set

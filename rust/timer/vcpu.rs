@@ -241,10 +241,21 @@ impl VcpuTimer {
     /// estimate if the vCPU is blocking (else at the deadline), unless the
     /// deadline lies past the end of host time, where it stays armed but
     /// idle.
+    ///
+    /// With preemption disabled: `set_timer` runs in the guest exit's
+    /// handler, preemptible.  Preempted between `armed` and the start, the
+    /// vCPU's next load (on another CPU) would start the timer there, which
+    /// may fire and raise the interrupt before this start, back on the
+    /// thread, starts it once more: a second raise for one deadline.
     fn arm<P: Platform>(&self, p: &P, deadline: u64) {
         if deadline == NEVER {
             return;
         }
+        p.atomic(|| self.arm_here(p, deadline));
+    }
+
+    /// [`Self::arm`], preemption disabled.
+    fn arm_here<P: Platform>(&self, p: &P, deadline: u64) {
         self.armed.store(true, Ordering::Release);
         let s = self.sample(p);
         let Some(ns) = self.expiry_ns(p, s, deadline) else {
@@ -267,9 +278,12 @@ impl VcpuTimer {
         p.timer_start(ns - self.advance_in_use());
     }
 
+    /// Disarm, then stop the host timer: a load in between (`set_timer`
+    /// is preemptible, and the vCPU may move) must not find it armed, or
+    /// it would start the old deadline again on the new CPU.
     fn disarm<P: Platform>(&self, p: &P) {
-        self.cancel(p);
         self.armed.store(false, Ordering::Release);
+        self.cancel(p);
     }
 
     /// Stop the host timer; one stopped before it fired delivers nothing

@@ -310,6 +310,16 @@ impl VcpuTimer {
         }
     }
 
+    /// SBI, for a ONE_REG write: stop the host timer, waiting for a
+    /// callback that runs now, and tell whether the deadline is still
+    /// armed (the caller programs it again).  Read before the cancel,
+    /// `armed` could still be true for a deadline whose interrupt the
+    /// callback is raising: programmed again, it would be raised twice.
+    fn stop_armed<P: Platform>(&self, p: &P) -> bool {
+        self.cancel(p);
+        self.armed()
+    }
+
     /// The advance the running host timer was started with (0 if none).
     fn advance_in_use(&self) -> u64 {
         match self.adv_used.load(Ordering::Relaxed) {
@@ -596,14 +606,14 @@ impl VcpuTimer {
             Reg::Frequency => Err(RegError::Invalid),
             Reg::Time => {
                 p.set_time_delta(val.wrapping_sub(p.host_cycles()));
-                if self.mode == Mode::Sbi && self.armed() {
+                if self.mode == Mode::Sbi && self.stop_armed(p) {
                     // The same deadline is now at another host time.
                     self.program(p, self.deadline());
                 }
                 Ok(())
             }
             Reg::Compare => {
-                if self.mode == Mode::Sbi && self.armed() {
+                if self.mode == Mode::Sbi && self.stop_armed(p) {
                     self.program(p, val);
                 } else {
                     self.deadline.store(val, Ordering::Release);
@@ -616,10 +626,14 @@ impl VcpuTimer {
                 // wrote a past compare to an armed timer): nothing to do,
                 // so the interrupt comes once.
                 STATE_ON => {
-                    let deadline = self.deadline();
-                    let done = self.armed() || self.fired.load(Ordering::Acquire) == deadline;
-                    if self.mode == Mode::Sbi && !done {
-                        self.program(p, deadline);
+                    if self.mode == Mode::Sbi && !self.armed() {
+                        // The host timer is stopped, but its callback may
+                        // still be raising the deadline: wait for it.
+                        self.cancel(p);
+                        let deadline = self.deadline();
+                        if self.fired.load(Ordering::Acquire) != deadline {
+                            self.program(p, deadline);
+                        }
                     }
                     Ok(())
                 }

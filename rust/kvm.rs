@@ -103,7 +103,7 @@ pub(crate) fn ktime_ns() -> u64 {
 #[cfg(CONFIG_RISCV)]
 pub(crate) fn without_preemption<R>(f: impl FnOnce() -> R) -> R {
     // SAFETY: paired with the enable below; `f` does not sleep (callers
-    // only write CSRs and atomics).
+    // only write CSRs and atomics, and start the vCPU's hrtimer).
     unsafe { bindings::kvt_preempt_disable() };
     let r = f();
     // SAFETY: paired with the disable above.

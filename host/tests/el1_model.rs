@@ -35,9 +35,20 @@ struct Sim {
     cntpoff: Cell<bool>,
     /// `CNTPOFF_EL2`.
     cntpoff_reg: Cell<u64>,
+    /// The VM has its irqchip in userspace: no vGIC, the lines go to
+    /// userspace in `kvm_run` (`run_lines`) at exits.
+    user_irqchip: Cell<bool>,
+    /// The vGIC's line level of each timer interrupt.
     line: [Cell<bool>; 2],
     raises: [Cell<u32>; 2],
+    /// The guest acknowledged the (mapped) interrupt and has not
+    /// deactivated it yet.
+    guest_active: [Cell<bool>; 2],
+    /// The host's interrupt of each direct timer is active: it does not
+    /// interrupt the host again until deactivated.
     active: [Cell<bool>; 2],
+    /// The timer lines as userspace was last told (`device_irq_level`).
+    run_lines: [Cell<bool>; 2],
     timer: Cell<Option<u64>>,
     wfit: Cell<Option<u64>>,
     woken: Cell<u32>,
@@ -97,6 +108,61 @@ impl Sim {
                 self.hw[p].set(Some((ctl, kvm_apply_offset(cval, off, self.now.get()))));
             }
         }
+    }
+
+    /// Whether loaded direct timer `t` asserts its interrupt output.
+    fn hw_output(&self, t: Which) -> bool {
+        self.hw[idx(t)].get().is_some() && {
+            let ctl = self.hw_ctl(t);
+            ctl & (CTL_ENABLE | CTL_IMASK | CTL_ISTATUS) == CTL_ENABLE | CTL_ISTATUS
+        }
+    }
+
+    /// The host takes the interrupt of every loaded direct timer that
+    /// asserts it, as the GIC does: not while the interrupt is active.
+    /// Taking it makes it active.  Returns how many it took.
+    fn take_host_irqs(&self, timers: &El1Timers) -> u32 {
+        let mut n = 0;
+        for t in Which::ALL {
+            if self.hw_output(t) && !self.active[idx(t)].get() {
+                self.active[idx(t)].set(true);
+                timers.host_irq(self, t);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The guest acknowledges `t`'s pending interrupt.
+    fn guest_ack(&self, t: Which) {
+        assert!(self.line(t), "acknowledging a low line");
+        self.guest_active[idx(t)].set(true);
+    }
+
+    /// The guest deactivates `t`'s mapped interrupt: the hardware
+    /// deactivates the host's (a mapped interrupt's LR has the HW bit),
+    /// then the vGIC resamples the line (`vgic_irq_handle_resampling()`).
+    fn guest_deactivate(&self, timers: &El1Timers, t: Which) {
+        self.guest_active[idx(t)].set(false);
+        self.active[idx(t)].set(false);
+        if self.line(t) {
+            self.line[idx(t)].set(timers.input_level(self, t));
+        }
+    }
+
+    /// A guest exit with a userspace irqchip, as KVM's run loop has it:
+    /// `sync_user`, then, if the lines differ from what userspace was
+    /// told, an exit to userspace with the new lines.  Whether it exits.
+    fn exit_to_user(&self, timers: &El1Timers) -> bool {
+        timers.sync_user(self);
+        let lines = timers.user_lines(self);
+        let told = [self.run_lines[0].get(), self.run_lines[1].get()];
+        if lines == told {
+            return false;
+        }
+        self.run_lines[0].set(lines[0]);
+        self.run_lines[1].set(lines[1]);
+        true
     }
 
     /// The running guest programs its timer `t` without a trap: the
@@ -187,9 +253,13 @@ impl Platform for Sim {
     }
     fn set_traps(&self) {}
     fn irqchip_in_kernel(&self) -> bool {
-        true
+        !self.user_irqchip.get()
     }
     fn irq_line(&self, t: Which, level: bool) {
+        if self.user_irqchip.get() {
+            // No vGIC: the shim drops it.
+            return;
+        }
         assert!(
             !self.in_put.get(),
             "a line driven from put (a wakeup in the scheduler)"
@@ -206,14 +276,16 @@ impl Platform for Sim {
         }
         self.line[idx(t)].set(level);
     }
-    fn irq_map_active(&self, _t: Which) -> bool {
-        false
+    fn irq_map_active(&self, t: Which) -> bool {
+        assert!(!self.user_irqchip.get(), "no vGIC");
+        self.guest_active[idx(t)].get()
     }
     fn host_irq_set_active(&self, t: Which, active: bool) {
         self.active[idx(t)].set(active)
     }
     fn irq_map_reset(&self, t: Which) {
-        self.line[idx(t)].set(false)
+        self.line[idx(t)].set(false);
+        self.guest_active[idx(t)].set(false);
     }
     fn irq_setup(&self, direct: &[Which]) -> Result<(), Error> {
         self.log.borrow_mut().push(format!("setup {direct:?}"));
@@ -246,8 +318,19 @@ impl Platform for Sim {
 }
 
 fn timers(phys: Placement) -> (Sim, El1Timers) {
+    timers_with(phys, false)
+}
+
+/// Timers of a VM whose irqchip is in userspace (`KVM_CREATE_IRQCHIP` not
+/// called): no vGIC.
+fn user_timers(phys: Placement) -> (Sim, El1Timers) {
+    timers_with(phys, true)
+}
+
+fn timers_with(phys: Placement, user_irqchip: bool) -> (Sim, El1Timers) {
     let sim = Sim::default();
     sim.now.set(1_000_000);
+    sim.user_irqchip.set(user_irqchip);
     let t = El1Timers::new(Clock::new(1_000_000_000).unwrap(), phys);
     t.enable(&sim).unwrap();
     (sim, t)
@@ -598,11 +681,11 @@ fn a_cval_moved_ahead_while_the_line_is_up_drops_it_and_fires_again() {
         assert!(sim.line(Which::Phys), "{what}");
         let later = sim.guest_now(Which::Phys) + 5_000;
         guest_phys(&sim, &t, CTL_ENABLE, later);
-        // The vGIC resamples the mapped line at the exit and takes the
-        // level the backend returns.
-        assert!(!t.input_level(&sim, Which::Phys), "{what}");
-        sim.line[1].set(false);
-        assert!(!t.level(Which::Phys), "{what}");
+        // The guest deactivates the interrupt: the vGIC resamples the
+        // mapped line and takes the level the backend returns.
+        sim.guest_ack(Which::Phys);
+        sim.guest_deactivate(&t, Which::Phys);
+        assert!(!sim.line(Which::Phys), "{what}");
         sim.now.set(sim.now.get() + 4_999);
         t.host_irq(&sim, Which::Phys);
         assert_eq!(sim.raises(Which::Phys), 1, "{what}");
@@ -623,4 +706,236 @@ fn a_cval_moved_ahead_while_the_line_is_up_drops_it_and_fires_again() {
     assert_eq!(sim.timer.get(), Some(sim.now.get() + 5_000));
     run_host_timer(&sim, &t);
     assert_eq!(sim.raises(Which::Phys), 2);
+}
+
+#[test]
+fn input_level_reads_the_line_and_changes_nothing() {
+    // The vGIC asks the vCPU that runs on this CPU for the level of a
+    // mapped timer line: when its guest deactivates the interrupt, and when
+    // the guest reads a redistributor's pending bits, also another vCPU's
+    // (the PPI has the same number there).  The answer is this vCPU's line;
+    // asking must not change this vCPU's state.
+    let (sim, t) = timers(Placement::Direct);
+    t.load(&sim);
+    let due = sim.guest_now(Which::Virt);
+    sim.guest_program(Which::Virt, CTL_ENABLE, due);
+    assert_eq!(sim.take_host_irqs(&t), 1);
+    assert!(sim.line(Which::Virt) && t.level(Which::Virt));
+    sim.guest_ack(Which::Virt);
+    // Its handler masks the timer, then reads vCPU 1's pending bits before
+    // it deactivates its own interrupt.
+    sim.guest_program(Which::Virt, CTL_ENABLE | CTL_IMASK, due);
+    let state = |t: &El1Timers| {
+        (
+            t.level(Which::Virt),
+            t.level(Which::Phys),
+            t.stats().snapshot(),
+        )
+    };
+    let before = state(&t);
+    for _ in 0..2 {
+        assert!(!t.input_level(&sim, Which::Virt));
+        assert!(!t.input_level(&sim, Which::Phys));
+    }
+    assert_eq!(state(&t), before, "input_level changed the vCPU's state");
+    // The deactivation: the vGIC lowers its line on resample.
+    sim.guest_deactivate(&t, Which::Virt);
+    assert!(!sim.line(Which::Virt));
+    assert!(!sim.active[0].get());
+    // The next deadline comes while the vCPU blocks: a new delivery,
+    // counted once.
+    sim.guest_program(Which::Virt, CTL_ENABLE, sim.guest_now(Which::Virt) + 1_000);
+    sim.blocking.set(true);
+    put(&sim, &t);
+    run_host_timer(&sim, &t);
+    assert!(sim.line(Which::Virt));
+    assert_eq!(sim.raises(Which::Virt), 2);
+    assert_eq!(t.stats().snapshot().irqs, 2);
+}
+
+#[test]
+fn every_host_interrupt_of_a_running_vcpu_is_counted() {
+    // A vCPU that never leaves the guest: each expiry interrupts the host
+    // once the guest deactivated the one before.
+    let (sim, t) = timers(Placement::Direct);
+    t.load(&sim);
+    for n in 1..=3 {
+        let cval = sim.guest_now(Which::Virt) + 100;
+        sim.guest_program(Which::Virt, CTL_ENABLE, cval);
+        assert_eq!(sim.take_host_irqs(&t), 0, "fired early");
+        sim.now.set(sim.now.get() + 100);
+        assert_eq!(sim.take_host_irqs(&t), 1);
+        assert_eq!(sim.take_host_irqs(&t), 0, "the active interrupt came again");
+        sim.guest_ack(Which::Virt);
+        sim.guest_program(Which::Virt, CTL_ENABLE | CTL_IMASK, cval);
+        sim.guest_deactivate(&t, Which::Virt);
+        assert_eq!(sim.raises(Which::Virt), n);
+        assert_eq!(t.stats().snapshot().irqs, u64::from(n));
+    }
+}
+
+#[test]
+fn load_keeps_the_host_interrupt_active_while_the_guest_has_it() {
+    // Put while the guest handles the interrupt (acknowledged, not yet
+    // deactivated) and has already masked the timer: at the next load the
+    // host's interrupt stays active, or it would interrupt the host for
+    // what the guest is handling.
+    let (sim, t) = timers(Placement::Direct);
+    t.load(&sim);
+    let due = sim.guest_now(Which::Virt);
+    sim.guest_program(Which::Virt, CTL_ENABLE, due);
+    sim.take_host_irqs(&t);
+    sim.guest_ack(Which::Virt);
+    sim.guest_program(Which::Virt, CTL_ENABLE | CTL_IMASK, due);
+    put(&sim, &t);
+    t.load(&sim);
+    assert!(
+        sim.active[0].get(),
+        "host interrupt inactive under an active guest one"
+    );
+    // The guest deactivates it: the host's goes with it (HW bit).
+    sim.guest_deactivate(&t, Which::Virt);
+    assert!(!sim.active[0].get());
+    assert!(!sim.line(Which::Virt));
+    put(&sim, &t);
+    t.load(&sim);
+    assert!(!sim.active[0].get());
+}
+
+#[test]
+fn userspace_irqchip_lines_go_to_userspace_at_exits() {
+    let (sim, t) = user_timers(Placement::Direct);
+    assert!(sim.log.borrow().is_empty(), "a vGIC set up without one");
+    t.load(&sim);
+    let due = sim.guest_now(Which::Virt) + 100;
+    sim.guest_program(Which::Virt, CTL_ENABLE, due);
+    assert!(!sim.exit_to_user(&t));
+    sim.now.set(sim.now.get() + 100);
+    assert_eq!(sim.take_host_irqs(&t), 1);
+    assert!(!sim.line(Which::Virt), "a vGIC line without a vGIC");
+    assert!(sim.exit_to_user(&t), "userspace not told of the expiry");
+    assert!(sim.run_lines[0].get());
+    // The host's interrupt stays active while the line is up: the guest
+    // runs on without exits for it.
+    assert_eq!(sim.take_host_irqs(&t), 0);
+    assert!(!sim.exit_to_user(&t));
+    // The guest handles the interrupt that userspace injected: it masks
+    // the timer.  At the next exit `sync_user` drops the line and
+    // re-enables the host's interrupt for the next deadline.
+    sim.guest_program(Which::Virt, CTL_ENABLE | CTL_IMASK, due);
+    assert!(sim.exit_to_user(&t));
+    assert!(!sim.run_lines[0].get());
+    assert!(
+        !sim.active[0].get(),
+        "sync_user left the host interrupt masked"
+    );
+    sim.guest_program(Which::Virt, CTL_ENABLE, sim.guest_now(Which::Virt) + 50);
+    sim.now.set(sim.now.get() + 50);
+    assert_eq!(sim.take_host_irqs(&t), 1, "the next expiry is lost");
+    assert!(sim.exit_to_user(&t));
+    assert_eq!(t.stats().snapshot().irqs, 2);
+
+    // The emulated physical timer (nVHE): its host timer raises the line.
+    let (sim, t) = user_timers(Placement::Emulated);
+    t.load(&sim);
+    t.guest_write(&sim, Which::Phys, TimerReg::Tval, 300);
+    t.guest_write(&sim, Which::Phys, TimerReg::Ctl, CTL_ENABLE);
+    run_host_timer(&sim, &t);
+    assert!(sim.exit_to_user(&t));
+    assert_eq!(
+        [sim.run_lines[0].get(), sim.run_lines[1].get()],
+        [false, true]
+    );
+    t.guest_write(&sim, Which::Phys, TimerReg::Ctl, 0);
+    assert!(sim.exit_to_user(&t));
+    assert!(!sim.run_lines[1].get());
+}
+
+#[test]
+fn userspace_irqchip_wakes_a_blocked_vcpu_at_its_deadline() {
+    // Without a vGIC nothing else wakes the vCPU: KVM's check then finds
+    // lines to tell userspace (kvm_arch_vcpu_runnable()) and it exits.
+    for phys in [Placement::Direct, Placement::Emulated] {
+        let (sim, t) = user_timers(phys);
+        t.load(&sim);
+        t.guest_write(&sim, Which::Phys, TimerReg::Tval, 300);
+        t.guest_write(&sim, Which::Phys, TimerReg::Ctl, CTL_ENABLE);
+        sim.blocking.set(true);
+        put(&sim, &t);
+        assert_eq!(t.user_lines(&sim), [false, false]);
+        run_host_timer(&sim, &t);
+        assert_eq!(sim.woken.get(), 1, "{phys:?}: the blocked vCPU sleeps on");
+        assert_eq!(t.user_lines(&sim), [false, true], "{phys:?}");
+    }
+}
+
+#[test]
+fn counter_offsets_of_both_timers() {
+    // Each timer counts its own counter: the host's less the VM's offset
+    // of it.  ONE_REG counter writes set the offsets (the vCPU is not
+    // loaded); the virtual counter goes back, the physical one ahead.
+    for phys in [Placement::Direct, Placement::Emulated] {
+        let (sim, t) = timers(phys);
+        let host = sim.now.get();
+        t.user_write(&sim, Which::Virt, TimerReg::Cnt, 50_000)
+            .unwrap();
+        t.user_write(&sim, Which::Phys, TimerReg::Cnt, host + 2_000_000)
+            .unwrap();
+        assert_eq!(sim.offset(Which::Virt), host - 50_000);
+        assert_eq!(sim.offset(Which::Phys), 2_000_000u64.wrapping_neg());
+        assert_eq!(t.read(&sim, Which::Virt, TimerReg::Cnt), 50_000);
+        assert_eq!(t.read(&sim, Which::Phys, TimerReg::Cnt), host + 2_000_000);
+        // Deadlines 700 and 300 ahead, each in its own counter.
+        t.user_write(&sim, Which::Virt, TimerReg::Cval, 50_700)
+            .unwrap();
+        t.user_write(&sim, Which::Virt, TimerReg::Ctl, CTL_ENABLE)
+            .unwrap();
+        t.user_write(&sim, Which::Phys, TimerReg::Cval, host + 2_000_300)
+            .unwrap();
+        t.user_write(&sim, Which::Phys, TimerReg::Ctl, CTL_ENABLE)
+            .unwrap();
+        // hw_load checks that the hardware gets each timer's offset.
+        t.load(&sim);
+        assert_eq!(t.read(&sim, Which::Virt, TimerReg::Tval), 700);
+        assert_eq!(t.read(&sim, Which::Phys, TimerReg::Tval), 300);
+        sim.blocking.set(true);
+        put(&sim, &t);
+        assert_eq!(sim.timer.get(), Some(host + 300), "{phys:?}");
+        run_host_timer(&sim, &t);
+        assert_eq!((sim.raises(Which::Phys), sim.raises(Which::Virt)), (1, 0));
+        // The guest turns the physical timer off and blocks again: the
+        // virtual one wakes it.
+        sim.blocking.set(false);
+        t.load(&sim);
+        t.guest_write(&sim, Which::Phys, TimerReg::Ctl, 0);
+        sim.blocking.set(true);
+        put(&sim, &t);
+        assert_eq!(sim.timer.get(), Some(host + 700), "{phys:?}");
+        run_host_timer(&sim, &t);
+        assert_eq!(sim.raises(Which::Virt), 1, "{phys:?}");
+        assert_eq!(sim.now.get(), host + 700);
+        // The guest turns the physical timer on again (due: raised) and
+        // the virtual one off, and exits to userspace.
+        sim.blocking.set(false);
+        t.load(&sim);
+        t.guest_write(&sim, Which::Phys, TimerReg::Ctl, CTL_ENABLE);
+        t.guest_write(&sim, Which::Virt, TimerReg::Ctl, 0);
+        // A direct one by the host's interrupt.
+        sim.take_host_irqs(&t);
+        assert!(sim.line(Which::Phys));
+        assert_eq!(sim.raises(Which::Phys), 2, "{phys:?}");
+        put(&sim, &t);
+        // The VMM moves the physical counter back by 1000: the passed
+        // deadline is 600 ahead again, and the line drops at the load.
+        t.user_write(&sim, Which::Phys, TimerReg::Cnt, host + 1_999_700)
+            .unwrap();
+        assert_eq!(t.read(&sim, Which::Phys, TimerReg::Tval), 600);
+        t.load(&sim);
+        assert!(!sim.line(Which::Phys), "{phys:?}: line not dropped");
+        sim.blocking.set(true);
+        put(&sim, &t);
+        assert_eq!(sim.timer.get(), Some(host + 1_300), "{phys:?}");
+        run_host_timer(&sim, &t);
+        assert_eq!(sim.raises(Which::Phys), 3, "{phys:?}");
+    }
 }

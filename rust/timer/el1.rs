@@ -238,7 +238,9 @@ pub fn cval_from_tval(tval: u64, now: u64) -> u64 {
 ///   the direct timers' registers are then in the hardware.
 /// - The host timer is started only while `scope` is not 0, and on the CPU
 ///   the vCPU was on when it was started.
-/// - `level[t]` is the line level last driven for `t`.
+/// - `level[t]` is the line level last driven for `t`, but false for a
+///   direct timer that could not fire when it was put: the vGIC lowers
+///   such a mapped line itself, when the guest deactivates it.
 #[derive(Debug)]
 pub struct El1Timers {
     clock: Clock,
@@ -519,6 +521,12 @@ impl El1Timers {
             for t in Which::ALL {
                 if self.direct(t) {
                     let (ctl, cval) = self.hw_save(p, t);
+                    if !(can_fire(ctl) && ctl & CTL_ISTATUS != 0) {
+                        // Its line is low, or the vGIC lowers it at the
+                        // guest's deactivation: an expiry from now on is a
+                        // new edge (counted by `set_level`).
+                        self.level[t.idx()].store(false, Ordering::Relaxed);
+                    }
                     p.set_ctl(t, ctl & !CTL_ISTATUS);
                     p.set_cval(t, cval);
                 }
@@ -560,6 +568,12 @@ impl El1Timers {
             fired = true;
         });
         if fired {
+            if !p.irqchip_in_kernel() {
+                // No vGIC to wake the vCPU for its line: wake it, and KVM
+                // finds the lines to tell userspace
+                // (`kvm_arch_vcpu_runnable()`).
+                p.wake();
+            }
             return Expiry::Done;
         }
         if scope & SCOPE_WFIT != 0 {
@@ -578,19 +592,27 @@ impl El1Timers {
     }
 
     /// The host interrupt of direct timer `t` while loaded (hard IRQ).
+    ///
+    /// Each one is a new delivery, also when our line is up: the host's
+    /// interrupt stays active from one until the guest deactivates the
+    /// line, and the vGIC may have lowered the line on resample since
+    /// ([`Self::input_level`]), which tells this backend nothing.
     pub fn host_irq<P: Platform>(&self, p: &P, t: Which) {
         if self.live(t) && self.should_fire(p, t) {
-            self.set_level(p, t, true);
+            self.level[t.idx()].store(true, Ordering::Relaxed);
+            self.stats.irq(false);
+            p.irq_line(t, true);
         }
     }
 
-    /// The vGIC resamples `t`'s mapped line (the guest's EOI).
+    /// The level of `t`'s mapped line, for the vGIC (`get_input_level`):
+    /// on the guest's deactivation (resample), and for a guest read of a
+    /// redistributor's pending bits, also another vCPU's.  A pure read:
+    /// the vGIC asks the vCPU that runs on this CPU
+    /// (`kvm_get_running_vcpu()`), which need not be the one whose line it
+    /// reads.
     pub fn input_level<P: Platform>(&self, p: &P, t: Which) -> bool {
-        let fire = self.should_fire(p, t);
-        if !fire {
-            self.level[t.idx()].store(false, Ordering::Relaxed);
-        }
-        fire
+        self.should_fire(p, t)
     }
 
     /// Whether a WFIT wait is over (`kvm_cpu_has_pending_timer`).
@@ -679,15 +701,21 @@ impl El1Timers {
             });
             return;
         }
-        self.cancel(p);
-        let now = self.now(p, t);
-        let mut regs = (p.ctl(t), p.cval(t));
-        self.apply(r, val, now, &mut regs);
-        p.set_ctl(t, regs.0);
-        p.set_cval(t, regs.1);
-        if self.enabled() && self.loaded.load(Ordering::Relaxed) {
-            self.emulate(p, t);
-        }
+        // Interrupts off: a trap is handled preemptible, and a load in
+        // between (the vCPU moved to another CPU) would start the host
+        // timer there, which may raise the line before this thread, back,
+        // drives it by its older decision and starts the timer again.
+        p.atomic(|| {
+            self.cancel(p);
+            let now = self.now(p, t);
+            let mut regs = (p.ctl(t), p.cval(t));
+            self.apply(r, val, now, &mut regs);
+            p.set_ctl(t, regs.0);
+            p.set_cval(t, regs.1);
+            if self.enabled() && self.loaded.load(Ordering::Relaxed) {
+                self.emulate(p, t);
+            }
+        });
     }
 
     /// A ONE_REG write (the vCPU is not running): `CTL` with RES0 bits set

@@ -241,10 +241,21 @@ impl VcpuTimer {
     /// estimate if the vCPU is blocking (else at the deadline), unless the
     /// deadline lies past the end of host time, where it stays armed but
     /// idle.
+    ///
+    /// With preemption disabled: `set_timer` runs in the guest exit's
+    /// handler, preemptible.  Preempted between `armed` and the start, the
+    /// vCPU's next load (on another CPU) would start the timer there, which
+    /// may fire and raise the interrupt before this start, back on the
+    /// thread, starts it once more: a second raise for one deadline.
     fn arm<P: Platform>(&self, p: &P, deadline: u64) {
         if deadline == NEVER {
             return;
         }
+        p.atomic(|| self.arm_here(p, deadline));
+    }
+
+    /// [`Self::arm`], preemption disabled.
+    fn arm_here<P: Platform>(&self, p: &P, deadline: u64) {
         self.armed.store(true, Ordering::Release);
         let s = self.sample(p);
         let Some(ns) = self.expiry_ns(p, s, deadline) else {
@@ -267,9 +278,12 @@ impl VcpuTimer {
         p.timer_start(ns - self.advance_in_use());
     }
 
+    /// Disarm, then stop the host timer: a load in between (`set_timer`
+    /// is preemptible, and the vCPU may move) must not find it armed, or
+    /// it would start the old deadline again on the new CPU.
     fn disarm<P: Platform>(&self, p: &P) {
-        self.cancel(p);
         self.armed.store(false, Ordering::Release);
+        self.cancel(p);
     }
 
     /// Stop the host timer; one stopped before it fired delivers nothing
@@ -294,6 +308,16 @@ impl VcpuTimer {
         if self.armed() && self.entry.load(Ordering::Acquire) != deadline {
             self.arm(p, deadline);
         }
+    }
+
+    /// SBI, for a ONE_REG write: stop the host timer, waiting for a
+    /// callback that runs now, and tell whether the deadline is still
+    /// armed (the caller programs it again).  Read before the cancel,
+    /// `armed` could still be true for a deadline whose interrupt the
+    /// callback is raising: programmed again, it would be raised twice.
+    fn stop_armed<P: Platform>(&self, p: &P) -> bool {
+        self.cancel(p);
+        self.armed()
     }
 
     /// The advance the running host timer was started with (0 if none).
@@ -582,14 +606,14 @@ impl VcpuTimer {
             Reg::Frequency => Err(RegError::Invalid),
             Reg::Time => {
                 p.set_time_delta(val.wrapping_sub(p.host_cycles()));
-                if self.mode == Mode::Sbi && self.armed() {
+                if self.mode == Mode::Sbi && self.stop_armed(p) {
                     // The same deadline is now at another host time.
                     self.program(p, self.deadline());
                 }
                 Ok(())
             }
             Reg::Compare => {
-                if self.mode == Mode::Sbi && self.armed() {
+                if self.mode == Mode::Sbi && self.stop_armed(p) {
                     self.program(p, val);
                 } else {
                     self.deadline.store(val, Ordering::Release);
@@ -602,10 +626,14 @@ impl VcpuTimer {
                 // wrote a past compare to an armed timer): nothing to do,
                 // so the interrupt comes once.
                 STATE_ON => {
-                    let deadline = self.deadline();
-                    let done = self.armed() || self.fired.load(Ordering::Acquire) == deadline;
-                    if self.mode == Mode::Sbi && !done {
-                        self.program(p, deadline);
+                    if self.mode == Mode::Sbi && !self.armed() {
+                        // The host timer is stopped, but its callback may
+                        // still be raising the deadline: wait for it.
+                        self.cancel(p);
+                        let deadline = self.deadline();
+                        if self.fired.load(Ordering::Acquire) != deadline {
+                            self.program(p, deadline);
+                        }
                     }
                     Ok(())
                 }

@@ -21,7 +21,9 @@ use kernel::prelude::*;
 
 use crate::backend::{write_stats, PerVcpu, Registration};
 use crate::bindings;
-use crate::hrtimer::{impl_has_hr_timer, HrTimer, HrTimerCallback, HrTimerRestart};
+use crate::hrtimer::{
+    impl_has_hr_timer, HrTimer, HrTimerCallback, HrTimerCallbackContext, HrTimerRestart,
+};
 use crate::kvm::{self, Vcpu};
 use crate::timer::clock::Clock;
 use crate::timer::el1::{self, Decline, El1Timers, Error, Placement, Platform, TimerReg, Which};
@@ -41,8 +43,8 @@ impl_has_hr_timer! {
 }
 
 impl HrTimerCallback for VcpuState {
-    fn run(this: &Self) -> HrTimerRestart {
-        this.timer.restart_for(this.logic.expired(&Host(this)))
+    fn run(this: &Self, ctx: HrTimerCallbackContext<'_, Self>) -> HrTimerRestart {
+        ctx.restart_for(this.logic.expired(&Host(this)))
     }
 }
 

@@ -16,7 +16,9 @@ use kernel::prelude::*;
 
 use crate::backend::{write_stats, PerVcpu, Registration};
 use crate::bindings;
-use crate::hrtimer::{impl_has_hr_timer, HrTimer, HrTimerCallback, HrTimerRestart};
+use crate::hrtimer::{
+    impl_has_hr_timer, HrTimer, HrTimerCallback, HrTimerCallbackContext, HrTimerRestart,
+};
 use crate::kvm::{self, Vcpu};
 use crate::timer::advance::Advance;
 use crate::timer::clock::Clock;
@@ -42,8 +44,8 @@ impl_has_hr_timer! {
 }
 
 impl HrTimerCallback for VcpuState {
-    fn run(this: &Self) -> HrTimerRestart {
-        this.timer.restart_for(this.logic.expired(&Host(this)))
+    fn run(this: &Self, ctx: HrTimerCallbackContext<'_, Self>) -> HrTimerRestart {
+        ctx.restart_for(this.logic.expired(&Host(this)))
     }
 }
 

@@ -37,8 +37,12 @@ pub(crate) trait HrTimerCallback: Sized {
 ///
 /// # Safety
 ///
-/// `timer_container_of` must return the `T` that `timer` points into, for
-/// the timer embedded in every `T`.
+/// - `timer_container_of` returns the `T` that `timer` points into, for the
+///   timer embedded in every `T`, and `hr_timer` returns that timer.
+/// - A `T` is not dropped while its timer may be queued or its callback
+///   running: whatever owns a `T` cancels the timer before it drops it (for
+///   the per-vCPU states, `PerVcpu::remove`), so that the callback never
+///   sees a field of `T` already dropped, whatever the order of the fields.
 pub(crate) unsafe trait HasHrTimer<T> {
     /// The `T` that embeds `timer`.
     ///
@@ -46,6 +50,9 @@ pub(crate) unsafe trait HasHrTimer<T> {
     ///
     /// `timer` points to the timer embedded in a valid `T`.
     unsafe fn timer_container_of(timer: *mut HrTimer<T>) -> *mut T;
+
+    /// The timer embedded in `self`.
+    fn hr_timer(&self) -> &HrTimer<T>;
 }
 
 /// An hrtimer on `CLOCK_MONOTONIC` that expires in hard interrupt context
@@ -121,8 +128,9 @@ impl<T: HasHrTimer<T> + HrTimerCallback + Sync> HrTimer<T> {
         // `HrTimer<T>` is `repr(transparent)` over the C timer.
         let timer = ptr.cast::<HrTimer<T>>();
         // SAFETY: the core passes the timer we initialised, which is embedded
-        // in a live `T` (drop cancels the timer before `T` goes away).
-        // `T: Sync`, so it may be shared with this context.
+        // in a live `T`: `T` is not dropped before its timer is cancelled
+        // (`HasHrTimer`), and the cancel waits for this callback.  `T: Sync`,
+        // so it may be shared with this context.
         let this = unsafe { &*T::timer_container_of(timer) };
         // INVARIANT: this is the timer's callback, until `run` returns, and
         // the context does not outlive it.
@@ -197,14 +205,16 @@ impl<T> HrTimerCallbackContext<'_, T> {
 ///     impl HasHrTimer<VcpuState> for VcpuState { self.timer }
 /// }
 /// ```
+///
+/// Only for the per-vCPU states: `PerVcpu`, their only owner, cancels the
+/// timer before it drops a state (`HasHrTimer`'s second requirement).
 macro_rules! impl_has_hr_timer {
     (impl HasHrTimer<$t:ty> for $s:ty { self.$field:ident }) => {
-        // The field is the `HrTimer<$t>` the offset below is taken of.
-        const _: fn(&$s) -> &$crate::hrtimer::HrTimer<$t> = |s| &s.$field;
-
         // SAFETY: `timer_container_of` steps back from the `$field` field,
-        // an `HrTimer<$t>` (checked just above), by its offset, to the
-        // struct that embeds it.
+        // an `HrTimer<$t>` (`hr_timer` checks the type), by its offset, to
+        // the struct that embeds it, and `hr_timer` returns that field.  The
+        // struct is a per-vCPU state, owned by `PerVcpu`, which cancels the
+        // timer before it drops a state.
         unsafe impl $crate::hrtimer::HasHrTimer<$t> for $s {
             unsafe fn timer_container_of(timer: *mut $crate::hrtimer::HrTimer<$t>) -> *mut Self {
                 // SAFETY: the caller passes the timer embedded in a `$s`, so
@@ -214,6 +224,10 @@ macro_rules! impl_has_hr_timer {
                         .byte_sub(::core::mem::offset_of!(Self, $field))
                         .cast::<Self>()
                 }
+            }
+
+            fn hr_timer(&self) -> &$crate::hrtimer::HrTimer<$t> {
+                &self.$field
             }
         }
     };

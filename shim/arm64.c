@@ -40,14 +40,15 @@ static u32 kvt_ppi(struct kvm_vcpu *vcpu, bool phys)
 						    TIMER_VTIMER];
 }
 
+/* Marked: the host timer's callback may read it while deinit clears it. */
 void *kvt_vcpu_priv(struct kvm_vcpu *vcpu)
 {
-	return vcpu->arch.timer_cpu.backend_priv;
+	return READ_ONCE(vcpu->arch.timer_cpu.backend_priv);
 }
 
 void kvt_vcpu_set_priv(struct kvm_vcpu *vcpu, void *priv)
 {
-	vcpu->arch.timer_cpu.backend_priv = priv;
+	WRITE_ONCE(vcpu->arch.timer_cpu.backend_priv, priv);
 }
 
 void kvt_vcpu_wake_up(struct kvm_vcpu *vcpu)

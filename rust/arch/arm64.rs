@@ -24,7 +24,7 @@ use crate::bindings;
 use crate::hrtimer::{
     impl_has_hr_timer, HrTimer, HrTimerCallback, HrTimerCallbackContext, HrTimerRestart,
 };
-use crate::kvm::{self, Vcpu};
+use crate::kvm::{self, Vcpu, VcpuDeinit, VcpuHandle, VcpuInit, VcpuOp};
 use crate::timer::clock::Clock;
 use crate::timer::el1::{self, Decline, El1Timers, Error, Placement, Platform, TimerReg, Which};
 
@@ -35,7 +35,7 @@ pub(crate) struct VcpuState {
     #[pin]
     timer: HrTimer<VcpuState>,
     logic: El1Timers,
-    vcpu: Vcpu,
+    vcpu: VcpuHandle,
 }
 
 impl_has_hr_timer! {
@@ -61,7 +61,7 @@ struct Host<'a>(&'a VcpuState);
 
 impl Host<'_> {
     fn vcpu(&self) -> *mut bindings::kvm_vcpu {
-        self.0.vcpu.as_ptr()
+        self.0.vcpu.get().as_ptr()
     }
 }
 
@@ -199,7 +199,7 @@ impl Platform for Host<'_> {
     }
 
     fn is_blocking(&self) -> bool {
-        self.0.vcpu.is_blocking()
+        self.0.vcpu.get().is_blocking()
     }
 
     fn cpu(&self) -> u32 {
@@ -223,8 +223,9 @@ fn decline_reason(d: Decline) -> &'static kernel::str::CStr {
 }
 
 unsafe extern "C" fn vm_accept(vcpu: *mut bindings::kvm_vcpu) -> bool {
-    // SAFETY: KVM passes the vCPU of the VM's first run, live for the call.
-    let Some(vcpu) = (unsafe { Vcpu::from_raw(vcpu) }) else {
+    // SAFETY: `vm_accept`, from `kvm_timer_enable()` at the first `KVM_RUN`
+    // (which holds the vCPU's mutex) of the VM's first vCPU to run.
+    let Some(vcpu) = (unsafe { VcpuOp::from_raw(vcpu) }) else {
         return false;
     };
     // SAFETY: a live vCPU; its VM's vGIC and vCPU features are final.
@@ -243,9 +244,11 @@ unsafe extern "C" fn vm_accept(vcpu: *mut bindings::kvm_vcpu) -> bool {
 }
 
 unsafe extern "C" fn vcpu_init(vcpu: *mut bindings::kvm_vcpu) -> c_int {
-    // SAFETY: KVM passes the vCPU being created; it outlives its state,
-    // which `vcpu_deinit` frees before the vCPU goes.
-    let Some(vcpu) = (unsafe { Vcpu::from_raw(vcpu) }) else {
+    // SAFETY: `vcpu_init`, from `kvm_timer_vcpu_init()` in
+    // `kvm_arch_vcpu_create()`: the vCPU being created, which no one else
+    // reaches yet; KVM calls `vcpu_deinit` before it frees it, also on the
+    // creation's error path.
+    let Some(vcpu) = (unsafe { VcpuInit::from_raw(vcpu) }) else {
         return EINVAL.to_errno();
     };
     // SAFETY: no preconditions.
@@ -254,31 +257,42 @@ unsafe extern "C" fn vcpu_init(vcpu: *mut bindings::kvm_vcpu) -> c_int {
         kvm::warn_ratelimited(c_str!("unusable counter frequency"), hz);
         return EINVAL.to_errno();
     };
-    let init = pin_init!(VcpuState {
-        timer <- HrTimer::new(),
-        logic: El1Timers::new(clock, Backend::phys_placement()),
-        vcpu,
+    let installed = States::install(vcpu, |vcpu| {
+        pin_init!(VcpuState {
+            timer <- HrTimer::new(),
+            logic: El1Timers::new(clock, Backend::phys_placement()),
+            vcpu,
+        })
     });
-    match States::install(vcpu, init) {
+    match installed {
         Ok(()) => 0,
         Err(e) => e.to_errno(),
     }
 }
 
 unsafe extern "C" fn vcpu_deinit(vcpu: *mut bindings::kvm_vcpu) {
-    // SAFETY: KVM passes a live vCPU.
-    if let Some(vcpu) = unsafe { Vcpu::from_raw(vcpu) } {
-        // Dropping the state cancels the hrtimer before freeing.
+    // SAFETY: `vcpu_deinit`, from `kvm_timer_vcpu_terminate()` in
+    // `kvm_arch_vcpu_destroy()` or the creation's error path: no op of the
+    // vCPU runs now or later, the VM's debugfs file no longer lists it, and
+    // the vGIC asks only about a running vCPU.
+    if let Some(vcpu) = unsafe { VcpuDeinit::from_raw(vcpu) } {
+        // The state comes back with its host timer cancelled, and goes.
         drop(States::remove(vcpu));
     }
 }
 
 unsafe extern "C" fn vcpu_reset(vcpu: *mut bindings::kvm_vcpu) {
-    States::with(vcpu, (), |s| s.logic.reset(&Host(s)))
+    // SAFETY: `vcpu_reset`, from `kvm_reset_vcpu()`: `KVM_ARM_VCPU_INIT`, or
+    // `KVM_REQ_VCPU_RESET` in `KVM_RUN`, which both hold the vCPU's mutex.
+    let op = unsafe { VcpuOp::from_raw(vcpu) };
+    States::with(op, (), |s, _| s.logic.reset(&Host(s)))
 }
 
 unsafe extern "C" fn vcpu_enable(vcpu: *mut bindings::kvm_vcpu) -> c_int {
-    States::with(vcpu, EINVAL.to_errno(), |s| {
+    // SAFETY: `vcpu_enable`, from `kvm_timer_enable()` at the vCPU's first
+    // `KVM_RUN`, which holds its mutex.
+    let op = unsafe { VcpuOp::from_raw(vcpu) };
+    States::with(op, EINVAL.to_errno(), |s, _| {
         match s.logic.enable(&Host(s)) {
             Ok(()) => 0,
             Err(Error::BadIrqs) => {
@@ -292,15 +306,24 @@ unsafe extern "C" fn vcpu_enable(vcpu: *mut bindings::kvm_vcpu) -> c_int {
 }
 
 unsafe extern "C" fn vcpu_load(vcpu: *mut bindings::kvm_vcpu) {
-    States::with(vcpu, (), |s| s.logic.load(&Host(s)))
+    // SAFETY: `vcpu_load`, from `kvm_timer_vcpu_load()`: `vcpu_load()` of a vCPU
+    // ioctl (which holds the vCPU's mutex), or that thread's preempt notifier.
+    let op = unsafe { VcpuOp::from_raw(vcpu) };
+    States::with(op, (), |s, _| s.logic.load(&Host(s)))
 }
 
 unsafe extern "C" fn vcpu_put(vcpu: *mut bindings::kvm_vcpu) {
-    States::with(vcpu, (), |s| s.logic.put(&Host(s)))
+    // SAFETY: `vcpu_put`, from `kvm_timer_vcpu_put()`: `vcpu_put()` of a vCPU
+    // ioctl (which holds the vCPU's mutex), or that thread's preempt notifier.
+    let op = unsafe { VcpuOp::from_raw(vcpu) };
+    States::with(op, (), |s, _| s.logic.put(&Host(s)))
 }
 
 unsafe extern "C" fn vcpu_pending(vcpu: *mut bindings::kvm_vcpu) -> bool {
-    States::with(vcpu, false, |s| s.logic.pending(&Host(s)))
+    // SAFETY: `vcpu_pending`, from `kvm_vcpu_check_block()` in `KVM_RUN` (which
+    // holds the vCPU's mutex).
+    let op = unsafe { VcpuOp::from_raw(vcpu) };
+    States::with(op, false, |s, _| s.logic.pending(&Host(s)))
 }
 
 /// The timer KVM names by `enum kvm_arch_timers`; only the EL1 ones.
@@ -325,10 +348,16 @@ fn timer_reg(treg: bindings::kvm_arch_timer_regs) -> Option<TimerReg> {
 }
 
 unsafe extern "C" fn host_irq(vcpu: *mut bindings::kvm_vcpu, tmr: bindings::kvm_arch_timers) {
+    // SAFETY: `host_irq`, from `kvm_arch_timer_handler()` in hard interrupt
+    // context, with the vCPU loaded on this CPU (`dev_id` is the CPU's
+    // running vCPU): live, and not being destroyed.
+    let vcpu = unsafe { Vcpu::from_raw(vcpu) };
     let Some(t) = which(tmr) else {
         return;
     };
-    States::with(vcpu, (), |s| s.logic.host_irq(&Host(s), t))
+    if let Some(s) = vcpu.and_then(States::get) {
+        s.logic.host_irq(&Host(s), t);
+    }
 }
 
 /// The vGIC's resample of a mapped timer line (shim/arm64.c).
@@ -347,23 +376,31 @@ pub(crate) unsafe extern "C" fn kvt_rust_arm64_input_level(priv_: *mut c_void, p
 }
 
 unsafe extern "C" fn sync_user(vcpu: *mut bindings::kvm_vcpu) {
-    States::with(vcpu, (), |s| s.logic.sync_user(&Host(s)))
+    // SAFETY: `sync_user`, from `KVM_RUN` (which holds the vCPU's mutex), after a
+    // guest exit.
+    let op = unsafe { VcpuOp::from_raw(vcpu) };
+    States::with(op, (), |s, _| s.logic.sync_user(&Host(s)))
 }
 
 unsafe extern "C" fn should_notify_user(vcpu: *mut bindings::kvm_vcpu) -> bool {
-    States::with(vcpu, false, |s| {
+    // SAFETY: `should_notify_user`, from `KVM_RUN` (which holds the vCPU's
+    // mutex).
+    let op = unsafe { VcpuOp::from_raw(vcpu) };
+    States::with(op, false, |s, _| {
         let (mut v, mut p) = (false, false);
         // SAFETY: KVM passes a live vCPU with its `kvm_run`; locals out.
-        unsafe { bindings::kvt_arm64_user_lines(s.vcpu.as_ptr(), &mut v, &mut p) };
+        unsafe { bindings::kvt_arm64_user_lines(s.vcpu.get().as_ptr(), &mut v, &mut p) };
         s.logic.user_lines(&Host(s)) != [v, p]
     })
 }
 
 unsafe extern "C" fn update_run(vcpu: *mut bindings::kvm_vcpu) {
-    States::with(vcpu, (), |s| {
+    // SAFETY: `update_run`, from `KVM_RUN` (which holds the vCPU's mutex).
+    let op = unsafe { VcpuOp::from_raw(vcpu) };
+    States::with(op, (), |s, _| {
         let [v, p] = s.logic.user_lines(&Host(s));
         // SAFETY: KVM passes a live vCPU with its `kvm_run`, on its thread.
-        unsafe { bindings::kvt_arm64_set_user_lines(s.vcpu.as_ptr(), v, p) };
+        unsafe { bindings::kvt_arm64_set_user_lines(s.vcpu.get().as_ptr(), v, p) };
     })
 }
 
@@ -379,17 +416,23 @@ fn one_reg(regid: u64) -> Option<(Which, TimerReg)> {
 }
 
 unsafe extern "C" fn get_reg(vcpu: *mut bindings::kvm_vcpu, regid: u64) -> u64 {
+    // SAFETY: `get_reg`, from `KVM_GET_ONE_REG` or `kvm_handle_wfx()` in
+    // `KVM_RUN`, which both hold the vCPU's mutex.
+    let op = unsafe { VcpuOp::from_raw(vcpu) };
     let Some((t, r)) = one_reg(regid) else {
         return u64::MAX;
     };
-    States::with(vcpu, u64::MAX, |s| s.logic.read(&Host(s), t, r))
+    States::with(op, u64::MAX, |s, _| s.logic.read(&Host(s), t, r))
 }
 
 unsafe extern "C" fn set_reg(vcpu: *mut bindings::kvm_vcpu, regid: u64, val: u64) -> c_int {
+    // SAFETY: `set_reg`, from `KVM_SET_ONE_REG`, which holds the vCPU's
+    // mutex.
+    let op = unsafe { VcpuOp::from_raw(vcpu) };
     let Some((t, r)) = one_reg(regid) else {
         return ENOENT.to_errno();
     };
-    States::with(vcpu, EINVAL.to_errno(), |s| {
+    States::with(op, EINVAL.to_errno(), |s, _| {
         match s.logic.user_write(&Host(s), t, r, val) {
             Ok(()) => 0,
             Err(_) => {
@@ -405,10 +448,13 @@ unsafe extern "C" fn sysreg_read(
     tmr: bindings::kvm_arch_timers,
     treg: bindings::kvm_arch_timer_regs,
 ) -> u64 {
+    // SAFETY: `sysreg_read`, from a trapped access in `KVM_RUN`, which
+    // holds the vCPU's mutex.
+    let op = unsafe { VcpuOp::from_raw(vcpu) };
     let (Some(t), Some(r)) = (which(tmr), timer_reg(treg)) else {
         return 0;
     };
-    States::with(vcpu, 0, |s| s.logic.read(&Host(s), t, r))
+    States::with(op, 0, |s, _| s.logic.read(&Host(s), t, r))
 }
 
 unsafe extern "C" fn sysreg_write(
@@ -417,10 +463,13 @@ unsafe extern "C" fn sysreg_write(
     treg: bindings::kvm_arch_timer_regs,
     val: u64,
 ) {
+    // SAFETY: `sysreg_write`, from a trapped access in `KVM_RUN`, which
+    // holds the vCPU's mutex.
+    let op = unsafe { VcpuOp::from_raw(vcpu) };
     let (Some(t), Some(r)) = (which(tmr), timer_reg(treg)) else {
         return;
     };
-    States::with(vcpu, (), |s| s.logic.guest_write(&Host(s), t, r, val))
+    States::with(op, (), |s, _| s.logic.guest_write(&Host(s), t, r, val))
 }
 
 /// The statistics of one vCPU, for the debugfs file (shim/common.c).

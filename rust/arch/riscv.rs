@@ -19,7 +19,7 @@ use crate::bindings;
 use crate::hrtimer::{
     impl_has_hr_timer, HrTimer, HrTimerCallback, HrTimerCallbackContext, HrTimerRestart,
 };
-use crate::kvm::{self, Vcpu};
+use crate::kvm::{self, VcpuDeinit, VcpuHandle, VcpuInit, VcpuOp};
 use crate::timer::advance::Advance;
 use crate::timer::clock::Clock;
 use crate::timer::stats::Kick;
@@ -36,7 +36,7 @@ pub(crate) struct VcpuState {
     #[pin]
     timer: HrTimer<VcpuState>,
     logic: VcpuTimer,
-    vcpu: Vcpu,
+    vcpu: VcpuHandle,
 }
 
 impl_has_hr_timer! {
@@ -64,12 +64,12 @@ impl Platform for Host<'_> {
 
     fn time_delta(&self) -> u64 {
         // SAFETY: the vCPU (and its VM) outlive its state (`Vcpu` invariant).
-        unsafe { bindings::kvt_riscv_time_delta(self.0.vcpu.as_ptr()) }
+        unsafe { bindings::kvt_riscv_time_delta(self.0.vcpu.get().as_ptr()) }
     }
 
     fn set_time_delta(&self, delta: u64) {
         // SAFETY: as in `time_delta`.
-        unsafe { bindings::kvt_riscv_set_time_delta(self.0.vcpu.as_ptr(), delta) }
+        unsafe { bindings::kvt_riscv_set_time_delta(self.0.vcpu.get().as_ptr(), delta) }
     }
 
     fn cpu(&self) -> u32 {
@@ -86,28 +86,28 @@ impl Platform for Host<'_> {
 
     fn irq_raise(&self) -> Kick {
         // SAFETY: as in `time_delta`; takes a raw spinlock, fine in hard IRQ.
-        kvm::kick_kind(unsafe { bindings::kvt_riscv_timer_irq_raise(self.0.vcpu.as_ptr()) })
+        kvm::kick_kind(unsafe { bindings::kvt_riscv_timer_irq_raise(self.0.vcpu.get().as_ptr()) })
     }
 
     fn irq_raise_now(&self) {
         // SAFETY: as in `time_delta`; only `pre_enter` calls this, with
         // interrupts off and this vCPU loaded on this CPU, so `hvip` is its.
-        unsafe { bindings::kvt_riscv_timer_irq_raise_now(self.0.vcpu.as_ptr()) };
+        unsafe { bindings::kvt_riscv_timer_irq_raise_now(self.0.vcpu.get().as_ptr()) };
     }
 
     fn irq_clear(&self) {
         // SAFETY: as in `irq_raise`.
-        unsafe { bindings::kvt_riscv_timer_irq_clear(self.0.vcpu.as_ptr()) };
+        unsafe { bindings::kvt_riscv_timer_irq_clear(self.0.vcpu.get().as_ptr()) };
     }
 
     fn irq_pending(&self) -> bool {
         // SAFETY: as in `time_delta`.
-        unsafe { bindings::kvt_riscv_timer_irq_pending(self.0.vcpu.as_ptr()) }
+        unsafe { bindings::kvt_riscv_timer_irq_pending(self.0.vcpu.get().as_ptr()) }
     }
 
     fn irq_enabled(&self) -> bool {
         // SAFETY: as in `time_delta`.
-        unsafe { bindings::kvt_riscv_timer_irq_enabled(self.0.vcpu.as_ptr()) }
+        unsafe { bindings::kvt_riscv_timer_irq_enabled(self.0.vcpu.get().as_ptr()) }
     }
 
     fn load_csrs(&self, time_delta: u64, compare: Option<u64>) {
@@ -132,11 +132,11 @@ impl Platform for Host<'_> {
     }
 
     fn kick(&self) -> Kick {
-        self.0.vcpu.kick()
+        self.0.vcpu.get().kick()
     }
 
     fn is_blocking(&self) -> bool {
-        self.0.vcpu.is_blocking()
+        self.0.vcpu.get().is_blocking()
     }
 
     fn relax(&self) {
@@ -148,9 +148,10 @@ impl Platform for Host<'_> {
 type States = PerVcpu<VcpuState>;
 
 unsafe extern "C" fn vcpu_init(vcpu: *mut bindings::kvm_vcpu) -> c_int {
-    // SAFETY: KVM passes the vCPU being created; it outlives its state,
-    // which `vcpu_deinit` frees before the vCPU goes.
-    let Some(vcpu) = (unsafe { Vcpu::from_raw(vcpu) }) else {
+    // SAFETY: `vcpu_init`, from `kvm_arch_vcpu_create()`: the vCPU being
+    // created, which no one else reaches yet; KVM calls `vcpu_deinit`
+    // before it frees it, also on the creation's error path.
+    let Some(vcpu) = (unsafe { VcpuInit::from_raw(vcpu) }) else {
         return EINVAL.to_errno();
     };
     // SAFETY: no preconditions.
@@ -168,22 +169,27 @@ unsafe extern "C" fn vcpu_init(vcpu: *mut bindings::kvm_vcpu) -> c_int {
     // SAFETY: no preconditions.
     let max_ns = u64::from(unsafe { bindings::kvt_advance_max_ns() });
     let advance = Advance::new(ADVANCE_SEED.load(Ordering::Relaxed), max_ns);
-    let init = pin_init!(VcpuState {
-        timer <- HrTimer::new(),
-        logic: VcpuTimer::new(mode, clock, advance),
-        vcpu,
+    let installed = States::install(vcpu, |vcpu| {
+        pin_init!(VcpuState {
+            timer <- HrTimer::new(),
+            logic: VcpuTimer::new(mode, clock, advance),
+            vcpu,
+        })
     });
-    match States::install(vcpu, init) {
+    match installed {
         Ok(()) => 0,
         Err(e) => e.to_errno(),
     }
 }
 
 unsafe extern "C" fn vcpu_deinit(vcpu: *mut bindings::kvm_vcpu) {
-    // SAFETY: KVM passes a live vCPU.
-    let Some(vcpu) = (unsafe { Vcpu::from_raw(vcpu) }) else {
+    // SAFETY: `vcpu_deinit`, from `kvm_arch_vcpu_destroy()` or the creation's
+    // error path: no op of the vCPU runs now or later, and the VM's debugfs
+    // file no longer lists it.
+    let Some(vcpu) = (unsafe { VcpuDeinit::from_raw(vcpu) }) else {
         return;
     };
+    // The state comes back with its host timer cancelled.
     let Some(state) = States::remove(vcpu) else {
         return;
     };
@@ -191,12 +197,13 @@ unsafe extern "C" fn vcpu_deinit(vcpu: *mut bindings::kvm_vcpu) {
     if learnt != 0 {
         ADVANCE_SEED.store(learnt, Ordering::Relaxed);
     }
-    // Dropping the state cancels the hrtimer before freeing.
-    drop(state);
 }
 
 unsafe extern "C" fn vcpu_pre_enter(vcpu: *mut bindings::kvm_vcpu) {
-    States::with(vcpu, (), |s| s.logic.pre_enter(&Host(s)))
+    // SAFETY: `vcpu_pre_enter`, from `KVM_RUN` (which holds the vCPU's
+    // mutex), just before guest entry.
+    let op = unsafe { VcpuOp::from_raw(vcpu) };
+    States::with(op, (), |s, _| s.logic.pre_enter(&Host(s)))
 }
 
 /// The statistics of one vCPU, for the debugfs file (shim/riscv.c).
@@ -219,49 +226,74 @@ pub(crate) unsafe extern "C" fn kvt_rust_vcpu_stats(
 }
 
 unsafe extern "C" fn vcpu_reset(vcpu: *mut bindings::kvm_vcpu) {
-    States::with(vcpu, (), |s| s.logic.reset(&Host(s)))
+    // SAFETY: `vcpu_reset`, from `kvm_riscv_reset_vcpu()`: at the vCPU's creation, or
+    // for `KVM_REQ_VCPU_RESET` in `KVM_RUN` (which holds the vCPU's mutex).
+    let op = unsafe { VcpuOp::from_raw(vcpu) };
+    States::with(op, (), |s, _| s.logic.reset(&Host(s)))
 }
 
 unsafe extern "C" fn vcpu_load(vcpu: *mut bindings::kvm_vcpu) {
-    States::with(vcpu, (), |s| s.logic.load(&Host(s)))
+    // SAFETY: `vcpu_load`, from `kvm_arch_vcpu_load()`: `vcpu_load()` of a vCPU ioctl
+    // (which holds the vCPU's mutex), or that thread's preempt notifier.
+    let op = unsafe { VcpuOp::from_raw(vcpu) };
+    States::with(op, (), |s, _| s.logic.load(&Host(s)))
 }
 
 unsafe extern "C" fn vcpu_put(vcpu: *mut bindings::kvm_vcpu) {
-    States::with(vcpu, (), |s| s.logic.put(&Host(s)))
+    // SAFETY: `vcpu_put`, from `kvm_arch_vcpu_put()`: `vcpu_put()` of a vCPU ioctl
+    // (which holds the vCPU's mutex), or that thread's preempt notifier.
+    let op = unsafe { VcpuOp::from_raw(vcpu) };
+    States::with(op, (), |s, _| s.logic.put(&Host(s)))
 }
 
 unsafe extern "C" fn vcpu_sync(vcpu: *mut bindings::kvm_vcpu) {
-    States::with(vcpu, (), |s| s.logic.sync(&Host(s)))
+    // SAFETY: `vcpu_sync`, from `KVM_RUN` (which holds the vCPU's mutex), after a
+    // guest exit.
+    let op = unsafe { VcpuOp::from_raw(vcpu) };
+    States::with(op, (), |s, _| s.logic.sync(&Host(s)))
 }
 
 unsafe extern "C" fn vcpu_pending(vcpu: *mut bindings::kvm_vcpu) -> bool {
-    States::with(vcpu, false, |s| s.logic.pending(&Host(s)))
+    // SAFETY: `vcpu_pending`, from `kvm_vcpu_check_block()` in `KVM_RUN` (which
+    // holds the vCPU's mutex).
+    let op = unsafe { VcpuOp::from_raw(vcpu) };
+    States::with(op, false, |s, _| s.logic.pending(&Host(s)))
 }
 
 unsafe extern "C" fn next_event(vcpu: *mut bindings::kvm_vcpu, ncycles: u64) -> c_int {
-    States::with(vcpu, EINVAL.to_errno(), |s| {
+    // SAFETY: `next_event`, from the SBI TIME handler in `KVM_RUN` (which
+    // holds the vCPU's mutex).
+    let op = unsafe { VcpuOp::from_raw(vcpu) };
+    States::with(op, EINVAL.to_errno(), |s, _| {
         s.logic.set_timer(&Host(s), ncycles);
         0
     })
 }
 
 unsafe extern "C" fn get_reg(vcpu: *mut bindings::kvm_vcpu, num: c_ulong, val: *mut u64) -> c_int {
+    // SAFETY: `get_reg`, from `KVM_GET_ONE_REG` (which holds the vCPU's
+    // mutex); `val` points to the ioctl's local `u64`, ours for the call.
+    let (op, val) = unsafe { (VcpuOp::from_raw(vcpu), val.as_mut()) };
     let Some(reg) = Reg::from_num(num as u64) else {
         return ENOENT.to_errno();
     };
-    States::with(vcpu, EINVAL.to_errno(), |s| {
-        let v = s.logic.get_reg(&Host(s), reg);
-        // SAFETY: KVM passes a pointer to its local `u64`.
-        unsafe { val.write(v) };
+    let Some(val) = val else {
+        return EINVAL.to_errno();
+    };
+    States::with(op, EINVAL.to_errno(), |s, _| {
+        *val = s.logic.get_reg(&Host(s), reg);
         0
     })
 }
 
 unsafe extern "C" fn set_reg(vcpu: *mut bindings::kvm_vcpu, num: c_ulong, val: u64) -> c_int {
+    // SAFETY: `set_reg`, from `KVM_SET_ONE_REG` (which holds the vCPU's
+    // mutex).
+    let op = unsafe { VcpuOp::from_raw(vcpu) };
     let Some(reg) = Reg::from_num(num as u64) else {
         return ENOENT.to_errno();
     };
-    States::with(vcpu, EINVAL.to_errno(), |s| {
+    States::with(op, EINVAL.to_errno(), |s, _| {
         match s.logic.set_reg(&Host(s), reg, val) {
             Ok(()) => 0,
             Err(RegError::Invalid) => {

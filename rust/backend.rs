@@ -123,16 +123,9 @@ impl<S: HasHrTimer<S> + Send + Sync> PerVcpu<S> {
     }
 }
 
-/// Copy `st` (and the advance estimate) into the C statistics of a vCPU.
-///
-/// # Safety
-///
-/// `out` is null or points to a writable `struct kvt_stats`.
-pub(crate) unsafe fn write_stats(st: &Snapshot, advance_ns: u64, out: *mut bindings::kvt_stats) {
-    if out.is_null() {
-        return;
-    }
-    let stats = bindings::kvt_stats {
+/// The C statistics of a vCPU: `st` and the advance estimate.
+pub(crate) fn c_stats(st: &Snapshot, advance_ns: u64) -> bindings::kvt_stats {
+    bindings::kvt_stats {
         irqs: st.irqs,
         early: st.early,
         wakeups: st.wakeups,
@@ -143,9 +136,7 @@ pub(crate) unsafe fn write_stats(st: &Snapshot, advance_ns: u64, out: *mut bindi
         advance_ns,
         spin_ns: st.spin_ns,
         late: st.late,
-    };
-    // SAFETY: the caller passes a writable `struct kvt_stats`.
-    unsafe { out.write(stats) };
+    }
 }
 
 /// The registered backend; unregistered on drop.

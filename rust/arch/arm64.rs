@@ -19,7 +19,7 @@ use kernel::c_str;
 use kernel::ffi::c_int;
 use kernel::prelude::*;
 
-use crate::backend::{write_stats, PerVcpu, Registration};
+use crate::backend::{c_stats, PerVcpu, Registration};
 use crate::bindings;
 use crate::hrtimer::{
     impl_has_hr_timer, HrTimer, HrTimerCallback, HrTimerCallbackContext, HrTimerRestart,
@@ -477,16 +477,17 @@ unsafe extern "C" fn sysreg_write(
 /// # Safety
 ///
 /// `priv_` is the backend state of a live vCPU of ours (its
-/// `backend_priv`), `out` points to a writable `struct kvt_stats`.
+/// `backend_priv`), whose deinit does not run during the call; `out` is
+/// null or points to a writable `struct kvt_stats`.
 #[no_mangle]
 pub(crate) unsafe extern "C" fn kvt_rust_vcpu_stats(
     priv_: *mut c_void,
     out: *mut bindings::kvt_stats,
 ) {
     // SAFETY: by the function's contract.
-    if let Some(state) = unsafe { States::from_private(priv_) } {
-        // SAFETY: the caller passes a writable `struct kvt_stats`.
-        unsafe { write_stats(&state.logic.stats().snapshot(), 0, out) };
+    let (state, out) = unsafe { (States::from_private(priv_), out.as_mut()) };
+    if let (Some(state), Some(out)) = (state, out) {
+        *out = c_stats(&state.logic.stats().snapshot(), 0);
     }
 }
 

@@ -249,8 +249,11 @@ bool kvt_arm64_irq_map_active(struct kvm_vcpu *vcpu, bool phys)
 	return kvm_vgic_map_is_active(vcpu, kvt_ppi(vcpu, phys));
 }
 
+/* Not before the vGIC is initialised: the vCPU has no private IRQs yet. */
 void kvt_arm64_irq_map_reset(struct kvm_vcpu *vcpu, bool phys)
 {
+	if (!vgic_initialized(vcpu->kvm))
+		return;
 	kvm_vgic_reset_mapped_irq(vcpu, kvt_ppi(vcpu, phys));
 }
 

@@ -52,7 +52,8 @@ void kvt_debugfs_add_vm(struct kvm_vcpu *vcpu);
 void kvt_hrtimer_init(struct hrtimer *timer,
 		      enum hrtimer_restart (*fn)(struct hrtimer *));
 void kvt_hrtimer_start(struct hrtimer *timer, u64 expires_ns);
-void kvt_hrtimer_set_expires(struct hrtimer *timer, u64 expires_ns);
+/* From the timer's callback; false if the callback started it itself. */
+bool kvt_hrtimer_set_expires(struct hrtimer *timer, u64 expires_ns);
 u64 kvt_ktime_get_ns(void);
 unsigned int kvt_smp_processor_id(void);
 void kvt_preempt_disable(void);

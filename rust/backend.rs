@@ -11,7 +11,8 @@ use kernel::init::PinInit;
 use kernel::prelude::*;
 
 use crate::bindings;
-use crate::kvm::Vcpu;
+use crate::hrtimer::HasHrTimer;
+use crate::kvm::{Vcpu, VcpuDeinit, VcpuHandle, VcpuInit, VcpuOp};
 use crate::timer::stats::{Snapshot, LATE_BUCKETS};
 
 // `struct kvt_stats` (shim) and `Snapshot` have the same histogram.
@@ -23,84 +24,108 @@ const _: () = assert!(bindings::KVT_LATE_BUCKETS as usize == LATE_BUCKETS);
 /// # Invariants
 ///
 /// A vCPU's private pointer is null or comes from `KBox::into_raw` of a
-/// pinned `S` made by `install`, freed only by `remove`; KVM runs no other
-/// op of a vCPU concurrently with its init or deinit.
+/// pinned `S` that `install` made for that vCPU, and only `remove` frees it,
+/// after it cancelled the state's host timer.
 pub(crate) struct PerVcpu<S>(PhantomData<S>);
 
-impl<S> PerVcpu<S> {
-    /// Allocate the state of a new `vcpu` and hang it on its private
+impl<S: HasHrTimer<S> + Send + Sync> PerVcpu<S> {
+    /// Allocate the state of the vCPU being created, as `make` builds it
+    /// around the vCPU's [`VcpuHandle`], and hang it on the vCPU's private
     /// pointer; then give the VM its statistics file.
-    pub(crate) fn install<E>(vcpu: Vcpu, init: impl PinInit<S, E>) -> Result
+    ///
+    /// `make` puts the handle into the state: the handle is valid only as
+    /// long as the state is.
+    pub(crate) fn install<E, I>(vcpu: VcpuInit<'_>, make: impl FnOnce(VcpuHandle) -> I) -> Result
     where
+        I: PinInit<S, E>,
         Error: From<E>,
     {
-        let state = KBox::pin_init(init, GFP_KERNEL)?;
+        // SAFETY: the handle goes into the state made below, which stays on
+        // the vCPU until `remove` drops it at the vCPU's deinit, and KVM
+        // calls that deinit before it frees the vCPU (`VcpuInit`).
+        let handle = unsafe { VcpuHandle::new(&vcpu) };
+        let state = KBox::pin_init(make(handle), GFP_KERNEL)?;
         // SAFETY: the state is never moved: it is only reached through this
         // pointer until `remove` rebuilds the box to drop it.
         let raw = KBox::into_raw(unsafe { Pin::into_inner_unchecked(state) });
-        // INVARIANT: the pointer comes from `KBox::into_raw` of a pinned `S`.
-        vcpu.set_private(raw.cast::<c_void>());
-        // SAFETY: KVM passes a vCPU of a VM whose debugfs directory, if any,
-        // exists until the VM is destroyed.
+        // SAFETY: `vcpu` is live, and no other op of it runs (`VcpuInit`).
+        // INVARIANT: the pointer comes from `KBox::into_raw` of a pinned `S`
+        // made for this vCPU.
+        unsafe { bindings::kvt_vcpu_set_priv(vcpu.as_ptr(), raw.cast::<c_void>()) };
+        // SAFETY: a live vCPU (`VcpuInit`), of a VM whose debugfs directory,
+        // if any, exists until the VM is destroyed; process context.
         unsafe { bindings::kvt_debugfs_add_vm(vcpu.as_ptr()) };
         Ok(())
     }
 
-    /// Take the state off `vcpu` (its deinit); dropping it frees it.
-    pub(crate) fn remove(vcpu: Vcpu) -> Option<Pin<KBox<S>>> {
+    /// The state of `vcpu`; `None` if it has none (never expected in an op:
+    /// KVM calls no timer op outside init..deinit, but no path may panic).
+    pub(crate) fn get(vcpu: &Vcpu) -> Option<&S> {
+        // SAFETY: by the type invariant a non-null private pointer is a
+        // pinned `S`, and by `Vcpu`'s it is not freed while `vcpu` is in
+        // use, which bounds the returned reference.  Only shared references
+        // are made, and `S: Sync`.
+        unsafe { vcpu.private().cast::<S>().as_ref() }
+    }
+
+    /// Take the state off the vCPU being destroyed, with its host timer
+    /// cancelled; dropping it frees it.
+    pub(crate) fn remove(vcpu: VcpuDeinit<'_>) -> Option<Pin<KBox<S>>> {
         let state = vcpu.private().cast::<S>();
         if state.is_null() {
             return None;
         }
-        vcpu.set_private(core::ptr::null_mut());
+        // SAFETY: `vcpu` is live and no op of it runs (`VcpuDeinit`).
+        unsafe { bindings::kvt_vcpu_set_priv(vcpu.as_ptr(), core::ptr::null_mut()) };
+        // SAFETY: by the type invariant a non-null private pointer is a
+        // pinned `S`, not freed yet: only this function frees it.
+        let s = unsafe { &*state };
+        // The host timer's callback reaches the state without the private
+        // pointer: stop it before the state can go, whatever the order of
+        // the state's fields.
+        s.hr_timer().cancel();
         // SAFETY: by the type invariant `state` came from `KBox::into_raw`
-        // of a pinned `S` and nothing else frees it; no other reference to
-        // it remains (KVM runs no other op of this vCPU now, and the users
-        // outside KVM's ops, the debugfs file and the vGIC, are gone before
-        // the vCPUs).
+        // of a pinned `S` and nothing else frees it.  No other reference to
+        // it remains: KVM runs no op of this vCPU now or later, nothing
+        // outside the ops reaches the state any more (`VcpuDeinit`), and
+        // the callback was cancelled just above.
+        // INVARIANT: the private pointer is null from now on.
         Some(unsafe { Pin::new_unchecked(KBox::from_raw(state)) })
     }
 
-    /// The state behind a private pointer.
+    /// The state behind a vCPU's private pointer, for C callers.
     ///
     /// # Safety
     ///
     /// `ptr` is null or the private pointer of a live vCPU of ours, and the
-    /// vCPU's deinit does not run while the reference is used.
+    /// vCPU's deinit does not run during `'a`.
     pub(crate) unsafe fn from_private<'a>(ptr: *mut c_void) -> Option<&'a S> {
         // SAFETY: by the type invariant a non-null private pointer is a
-        // live `S`; the caller keeps it alive.  Only shared references are
-        // made.
+        // pinned `S`; the caller keeps it alive for `'a`.  Only shared
+        // references are made, and `S: Sync`.
         unsafe { ptr.cast::<S>().as_ref() }
     }
 
-    /// Run `f` on the state of the vCPU KVM passed to an op; `default` if
-    /// it has none (never expected: KVM calls no timer op outside
-    /// init..deinit, but no path may panic).
-    pub(crate) fn with<R>(vcpu: *mut bindings::kvm_vcpu, default: R, f: impl FnOnce(&S) -> R) -> R {
-        // SAFETY: KVM passes a live vCPU to every op.
-        let Some(vcpu) = (unsafe { Vcpu::from_raw(vcpu) }) else {
-            return default;
-        };
-        // SAFETY: the private pointer of a live vCPU; KVM does not run its
-        // deinit concurrently with an op.
-        match unsafe { Self::from_private(vcpu.private()) } {
-            Some(s) => f(s),
+    /// Run `f` on the state of the vCPU of `op`, and the op; `default` if
+    /// KVM passed no vCPU or it has no state (never expected).
+    pub(crate) fn with<'a, R>(
+        op: Option<VcpuOp<'a>>,
+        default: R,
+        f: impl FnOnce(&'a S, VcpuOp<'a>) -> R,
+    ) -> R
+    where
+        S: 'a,
+    {
+        match op.and_then(|op| Some((Self::get(op.vcpu())?, op))) {
+            Some((s, op)) => f(s, op),
             None => default,
         }
     }
 }
 
-/// Copy `st` (and the advance estimate) into the C statistics of a vCPU.
-///
-/// # Safety
-///
-/// `out` is null or points to a writable `struct kvt_stats`.
-pub(crate) unsafe fn write_stats(st: &Snapshot, advance_ns: u64, out: *mut bindings::kvt_stats) {
-    if out.is_null() {
-        return;
-    }
-    let stats = bindings::kvt_stats {
+/// The C statistics of a vCPU: `st` and the advance estimate.
+pub(crate) fn c_stats(st: &Snapshot, advance_ns: u64) -> bindings::kvt_stats {
+    bindings::kvt_stats {
         irqs: st.irqs,
         early: st.early,
         wakeups: st.wakeups,
@@ -111,9 +136,7 @@ pub(crate) unsafe fn write_stats(st: &Snapshot, advance_ns: u64, out: *mut bindi
         advance_ns,
         spin_ns: st.spin_ns,
         late: st.late,
-    };
-    // SAFETY: the caller passes a writable `struct kvt_stats`.
-    unsafe { out.write(stats) };
+    }
 }
 
 /// The registered backend; unregistered on drop.

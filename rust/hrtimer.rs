@@ -5,8 +5,9 @@
 //! 6.12's kernel crate has no hrtimer abstraction.  This thin wrapper follows
 //! the shape of `kernel::time::hrtimer` in later kernels (an [`HrTimer<T>`]
 //! embedded in `T`, [`HasHrTimer`] to get from the timer back to `T`,
-//! [`HrTimerCallback`] for the expiry, cancel on drop), so that moving to a
-//! newer kernel means deleting this module rather than rewriting callers.
+//! [`HrTimerCallback`] for the expiry, [`HrTimerCallbackContext`] for what
+//! only the callback may do, cancel on drop), so that moving to a newer
+//! kernel means deleting this module rather than rewriting callers.
 
 use core::marker::PhantomData;
 
@@ -21,22 +22,27 @@ use crate::timer::Expiry;
 pub(crate) enum HrTimerRestart {
     /// The timer stays stopped.
     NoRestart,
-    /// Run again at the expiry just set with [`HrTimer::set_expires`].
+    /// Run again, at the expiry [`HrTimerCallbackContext::restart_at`] set.
     Restart,
 }
 
 /// The expiry handler of a `T` that embeds an [`HrTimer<T>`].
-pub(crate) trait HrTimerCallback {
+pub(crate) trait HrTimerCallback: Sized {
     /// Runs in hard interrupt context on the CPU the timer was started on.
-    fn run(this: &Self) -> HrTimerRestart;
+    /// `ctx` is what only the callback may do: set the next expiry.
+    fn run(this: &Self, ctx: HrTimerCallbackContext<'_, Self>) -> HrTimerRestart;
 }
 
 /// A `T` that embeds an [`HrTimer<T>`].
 ///
 /// # Safety
 ///
-/// `timer_container_of` must return the `T` that `timer` points into, for
-/// the timer embedded in every `T`.
+/// - `timer_container_of` returns the `T` that `timer` points into, for the
+///   timer embedded in every `T`, and `hr_timer` returns that timer.
+/// - A `T` is not dropped while its timer may be queued or its callback
+///   running: whatever owns a `T` cancels the timer before it drops it (for
+///   the per-vCPU states, `PerVcpu::remove`), so that the callback never
+///   sees a field of `T` already dropped, whatever the order of the fields.
 pub(crate) unsafe trait HasHrTimer<T> {
     /// The `T` that embeds `timer`.
     ///
@@ -44,6 +50,9 @@ pub(crate) unsafe trait HasHrTimer<T> {
     ///
     /// `timer` points to the timer embedded in a valid `T`.
     unsafe fn timer_container_of(timer: *mut HrTimer<T>) -> *mut T;
+
+    /// The timer embedded in `self`.
+    fn hr_timer(&self) -> &HrTimer<T>;
 }
 
 /// An hrtimer on `CLOCK_MONOTONIC` that expires in hard interrupt context
@@ -62,13 +71,41 @@ pub(crate) struct HrTimer<T> {
     _t: PhantomData<T>,
 }
 
-// SAFETY: the C hrtimer is protected by its clock base's lock; every method
-// here may be called from any thread or CPU.
+// SAFETY: the C hrtimer is protected by its clock base's lock; `start` and
+// `cancel` may be called from any thread or CPU.
 unsafe impl<T> Send for HrTimer<T> {}
-// SAFETY: as for `Send`: shared references only reach the locked C API.
+// SAFETY: as for `Send`: shared references only reach `start` and `cancel`.
+// The expiry is set only through `HrTimerCallbackContext`, in the callback.
 unsafe impl<T> Sync for HrTimer<T> {}
 
-impl<T: HasHrTimer<T> + HrTimerCallback> HrTimer<T> {
+impl<T> HrTimer<T> {
+    fn raw(&self) -> *mut bindings::hrtimer {
+        self.timer.get()
+    }
+
+    /// Start (or restart) the timer at absolute `expires_ns` of
+    /// `CLOCK_MONOTONIC`, on this CPU.
+    ///
+    /// A start while the callback runs on another CPU races with that
+    /// callback's [`HrTimerCallbackContext::restart_at`], as in C
+    /// (`hrtimer_forward()`): the users cancel before they start again
+    /// (Documentation/design.rst, "The rule: cancel, change, start").
+    pub(crate) fn start(&self, expires_ns: u64) {
+        // SAFETY: by the type invariant the timer is initialised and pinned;
+        // `hrtimer_start()` takes the clock base's lock, from any context.
+        unsafe { bindings::kvt_hrtimer_start(self.raw(), expires_ns) }
+    }
+
+    /// Stop the timer; if its callback is running on another CPU, wait for
+    /// it.  Never sleeps: the timer is a hard one.  Whether it was active.
+    /// Not from the timer's own callback, which would wait for itself.
+    pub(crate) fn cancel(&self) -> bool {
+        // SAFETY: by the type invariant the timer is initialised.
+        unsafe { bindings::hrtimer_cancel(self.raw()) != 0 }
+    }
+}
+
+impl<T: HasHrTimer<T> + HrTimerCallback + Sync> HrTimer<T> {
     /// An initialiser of a stopped timer.
     pub(crate) fn new() -> impl PinInit<Self> {
         pin_init!(Self {
@@ -81,56 +118,27 @@ impl<T: HasHrTimer<T> + HrTimerCallback> HrTimer<T> {
         })
     }
 
-    fn raw(&self) -> *mut bindings::hrtimer {
-        self.timer.get()
-    }
-
-    /// Start (or restart) the timer at absolute `expires_ns` of
-    /// `CLOCK_MONOTONIC`, on this CPU.
-    pub(crate) fn start(&self, expires_ns: u64) {
-        // SAFETY: by the type invariant the timer is initialised and pinned.
-        unsafe { bindings::kvt_hrtimer_start(self.raw(), expires_ns) }
-    }
-
-    /// Set the next expiry, for a callback that returns
-    /// [`HrTimerRestart::Restart`].
-    pub(crate) fn set_expires(&self, expires_ns: u64) {
-        // SAFETY: by the type invariant the timer is initialised; only the
-        // callback calls this, when the core expects a new expiry.
-        unsafe { bindings::kvt_hrtimer_set_expires(self.raw(), expires_ns) }
-    }
-
-    /// What a callback returns for `expiry`: stop, or run again at its
-    /// time.
-    pub(crate) fn restart_for(&self, expiry: Expiry) -> HrTimerRestart {
-        match expiry {
-            Expiry::Done => HrTimerRestart::NoRestart,
-            Expiry::Again(ns) => {
-                self.set_expires(ns);
-                HrTimerRestart::Restart
-            }
-        }
-    }
-
-    /// Stop the timer; if its callback is running on another CPU, wait for
-    /// it.  Never sleeps: the timer is a hard one.  Whether it was active.
-    pub(crate) fn cancel(&self) -> bool {
-        // SAFETY: by the type invariant the timer is initialised.
-        unsafe { bindings::hrtimer_cancel(self.raw()) != 0 }
-    }
-
     /// The C callback: find the `T` and run its handler.
     ///
     /// # Safety
     ///
-    /// Called by the hrtimer core with the timer this `HrTimer<T>` set up.
+    /// Called by the hrtimer core, as the callback of the timer `ptr` that an
+    /// `HrTimer<T>` set up.
     unsafe extern "C" fn run(ptr: *mut bindings::hrtimer) -> bindings::hrtimer_restart {
         // `HrTimer<T>` is `repr(transparent)` over the C timer.
         let timer = ptr.cast::<HrTimer<T>>();
         // SAFETY: the core passes the timer we initialised, which is embedded
-        // in a live `T` (drop cancels the timer before `T` goes away).
+        // in a live `T`: `T` is not dropped before its timer is cancelled
+        // (`HasHrTimer`), and the cancel waits for this callback.  `T: Sync`,
+        // so it may be shared with this context.
         let this = unsafe { &*T::timer_container_of(timer) };
-        match T::run(this) {
+        // INVARIANT: this is the timer's callback, until `run` returns, and
+        // the context does not outlive it.
+        let ctx = HrTimerCallbackContext {
+            timer: ptr,
+            _t: PhantomData,
+        };
+        match T::run(this, ctx) {
             HrTimerRestart::NoRestart => bindings::hrtimer_restart_HRTIMER_NORESTART,
             HrTimerRestart::Restart => bindings::hrtimer_restart_HRTIMER_RESTART,
         }
@@ -146,6 +154,49 @@ impl<T> PinnedDrop for HrTimer<T> {
     }
 }
 
+/// What a timer's callback may do to its own timer, for the duration of the
+/// callback, as `kernel::time::hrtimer::HrTimerCallbackContext` in later
+/// kernels.
+///
+/// # Invariants
+///
+/// It exists only while the hrtimer core runs `timer`'s callback: the core
+/// has taken the timer off its queue, and puts it back only if the callback
+/// returns [`HrTimerRestart::Restart`].
+pub(crate) struct HrTimerCallbackContext<'a, T> {
+    timer: *mut bindings::hrtimer,
+    _t: PhantomData<&'a HrTimer<T>>,
+}
+
+impl<T> HrTimerCallbackContext<'_, T> {
+    /// Run again at absolute `expires_ns`: what the callback returns.
+    ///
+    /// If the callback started the timer itself, that start stands and this
+    /// returns [`HrTimerRestart::NoRestart`].
+    pub(crate) fn restart_at(self, expires_ns: u64) -> HrTimerRestart {
+        // SAFETY: by the type invariant this is the timer's callback, the
+        // one context where C sets the expiry of a timer it restarts.  The
+        // helper refuses a timer queued meanwhile by a start from this
+        // callback; a start from another CPU meanwhile is excluded by
+        // `start`'s rule (cancel first), as C's `hrtimer_forward()` has it.
+        // So the queue is never reordered under the core.
+        if unsafe { bindings::kvt_hrtimer_set_expires(self.timer, expires_ns) } {
+            HrTimerRestart::Restart
+        } else {
+            HrTimerRestart::NoRestart
+        }
+    }
+
+    /// What the callback returns for `expiry`: stop, or run again at its
+    /// time.
+    pub(crate) fn restart_for(self, expiry: Expiry) -> HrTimerRestart {
+        match expiry {
+            Expiry::Done => HrTimerRestart::NoRestart,
+            Expiry::Again(ns) => self.restart_at(ns),
+        }
+    }
+}
+
 /// Implement [`HasHrTimer`] for a struct with an [`HrTimer`] field, as
 /// `kernel::time::hrtimer::impl_has_hr_timer!` does in later kernels:
 ///
@@ -154,14 +205,16 @@ impl<T> PinnedDrop for HrTimer<T> {
 ///     impl HasHrTimer<VcpuState> for VcpuState { self.timer }
 /// }
 /// ```
+///
+/// Only for the per-vCPU states: `PerVcpu`, their only owner, cancels the
+/// timer before it drops a state (`HasHrTimer`'s second requirement).
 macro_rules! impl_has_hr_timer {
     (impl HasHrTimer<$t:ty> for $s:ty { self.$field:ident }) => {
-        // The field is the `HrTimer<$t>` the offset below is taken of.
-        const _: fn(&$s) -> &$crate::hrtimer::HrTimer<$t> = |s| &s.$field;
-
         // SAFETY: `timer_container_of` steps back from the `$field` field,
-        // an `HrTimer<$t>` (checked just above), by its offset, to the
-        // struct that embeds it.
+        // an `HrTimer<$t>` (`hr_timer` checks the type), by its offset, to
+        // the struct that embeds it, and `hr_timer` returns that field.  The
+        // struct is a per-vCPU state, owned by `PerVcpu`, which cancels the
+        // timer before it drops a state.
         unsafe impl $crate::hrtimer::HasHrTimer<$t> for $s {
             unsafe fn timer_container_of(timer: *mut $crate::hrtimer::HrTimer<$t>) -> *mut Self {
                 // SAFETY: the caller passes the timer embedded in a `$s`, so
@@ -171,6 +224,10 @@ macro_rules! impl_has_hr_timer {
                         .byte_sub(::core::mem::offset_of!(Self, $field))
                         .cast::<Self>()
                 }
+            }
+
+            fn hr_timer(&self) -> &$crate::hrtimer::HrTimer<$t> {
+                &self.$field
             }
         }
     };

@@ -3,7 +3,11 @@
 //! The KVM objects the backend touches, as thin safe handles.
 
 use core::ffi::c_void;
+use core::marker::PhantomData;
+use core::ops::Deref;
 use core::ptr::NonNull;
+
+use kernel::types::Opaque;
 
 use crate::bindings;
 #[cfg(CONFIG_RISCV)]
@@ -19,63 +23,245 @@ pub(crate) fn kick_kind(kind: bindings::kvt_kick) -> Kick {
     }
 }
 
-/// A vCPU.
+/// A KVM vCPU (`struct kvm_vcpu`), only ever seen by reference.
+///
+/// A raw vCPU pointer becomes a `Vcpu` once, where KVM hands it over: an op's
+/// entry point in `rust/arch/` makes a [`VcpuOp`], [`VcpuInit`] or
+/// [`VcpuDeinit`] (or, for a context that is none of these, a `&Vcpu`) with
+/// the one `unsafe` call of that op, whose `SAFETY` comment states the
+/// hook's contract for it.  The state a backend keeps per vCPU holds a
+/// [`VcpuHandle`].  Everything else takes these types, not pointers.
 ///
 /// # Invariants
 ///
-/// `ptr` points to a `struct kvm_vcpu` that outlives every use of the
-/// handle: KVM creates the backend's per-vCPU state (the only holder of a
-/// `Vcpu`) after the vCPU and destroys it before the vCPU.
-#[derive(Clone, Copy)]
-pub(crate) struct Vcpu(NonNull<bindings::kvm_vcpu>);
+/// A `&Vcpu` points to a live vCPU, and the backend state behind its private
+/// pointer, if any, is not freed while the reference is in use, except by
+/// `PerVcpu::remove`, which consumes the [`VcpuDeinit`] it comes from.
+#[repr(transparent)]
+pub(crate) struct Vcpu(Opaque<bindings::kvm_vcpu>);
 
-// SAFETY: every method calls a KVM function that may run on any CPU, in any
-// context the callers below use (vCPU thread, hard interrupt).
-unsafe impl Send for Vcpu {}
-// SAFETY: as for `Send`; the handle itself is immutable.
+// SAFETY: the methods of `&Vcpu` may run on any thread: they call KVM
+// functions that synchronise themselves (locks, `READ_ONCE()` and
+// `WRITE_ONCE()`), only read fields that KVM's own timer also reads from its
+// hrtimer callback, or touch only this CPU's registers.  What only the
+// thread that holds the vCPU may do is on `VcpuOp`.
 unsafe impl Sync for Vcpu {}
 
 impl Vcpu {
-    /// A handle for the vCPU KVM passed to a callback.
+    /// The vCPU that KVM passed to a callback that runs neither on the thread
+    /// that holds the vCPU nor at its creation or destruction.
     ///
     /// # Safety
     ///
-    /// `ptr` is null or points to a vCPU that outlives the handle.
-    pub(crate) unsafe fn from_raw(ptr: *mut bindings::kvm_vcpu) -> Option<Self> {
-        // INVARIANT: the caller guarantees the lifetime.
-        NonNull::new(ptr).map(Self)
+    /// `ptr` is null or points to a vCPU that stays live for `'a`, and KVM
+    /// does not run the vCPU's `vcpu_deinit` during `'a`.
+    pub(crate) unsafe fn from_raw<'a>(ptr: *mut bindings::kvm_vcpu) -> Option<&'a Self> {
+        // SAFETY: `Vcpu` is `repr(transparent)` over an `Opaque` of the C
+        // struct, so C may change the vCPU under the reference; the caller
+        // guarantees that it is live for `'a`.
+        // INVARIANT: the caller guarantees that its state is not freed.
+        unsafe { ptr.cast::<Self>().as_ref() }
     }
 
     /// The raw pointer, for the C helpers.
-    pub(crate) fn as_ptr(self) -> *mut bindings::kvm_vcpu {
-        self.0.as_ptr()
+    pub(crate) fn as_ptr(&self) -> *mut bindings::kvm_vcpu {
+        self.0.get()
     }
 
-    /// The backend's per-vCPU state pointer.
-    pub(crate) fn private(self) -> *mut c_void {
-        // SAFETY: by the type invariant the vCPU is alive.
+    /// The backend's per-vCPU state pointer (`backend_priv`).
+    pub(crate) fn private(&self) -> *mut c_void {
+        // SAFETY: by the type invariant the vCPU is live.  The helper reads
+        // the pointer with `READ_ONCE()`, as init and deinit write it.
         unsafe { bindings::kvt_vcpu_priv(self.as_ptr()) }
-    }
-
-    /// Set the backend's per-vCPU state pointer.
-    pub(crate) fn set_private(self, ptr: *mut c_void) {
-        // SAFETY: by the type invariant the vCPU is alive; KVM serialises
-        // vCPU creation and destruction, the only callers.
-        unsafe { bindings::kvt_vcpu_set_priv(self.as_ptr(), ptr) }
     }
 
     /// Kick the vCPU: wake it if blocked, make it exit if in the guest.
     #[cfg(CONFIG_RISCV)]
-    pub(crate) fn kick(self) -> Kick {
-        // SAFETY: by the type invariant the vCPU is alive; `kvm_vcpu_kick`
+    pub(crate) fn kick(&self) -> Kick {
+        // SAFETY: by the type invariant the vCPU is live; `kvm_vcpu_kick()`
         // may be called from any context.
         kick_kind(unsafe { bindings::kvt_vcpu_kick(self.as_ptr()) })
     }
 
     /// Whether the vCPU is blocking (in WFI).
-    pub(crate) fn is_blocking(self) -> bool {
-        // SAFETY: by the type invariant the vCPU is alive.
+    pub(crate) fn is_blocking(&self) -> bool {
+        // SAFETY: by the type invariant the vCPU is live;
+        // `kvm_vcpu_is_blocking()` reads a flag (`rcuwait_active()`).
         unsafe { bindings::kvt_vcpu_is_blocking(self.as_ptr()) }
+    }
+}
+
+/// The vCPU of an op that KVM runs on the thread that holds the vCPU.
+///
+/// # Invariants
+///
+/// For `'a`, `vcpu` is live, KVM does not run its `vcpu_deinit`, and the
+/// current thread holds the vCPU: it holds `vcpu->mutex` (every vCPU ioctl
+/// does, `KVM_RUN` included, and so does the thread whose preempt notifiers
+/// load and put the vCPU), or it is creating the vCPU, which no other
+/// thread reaches yet.  So no other op of the vCPU runs concurrently (the
+/// arm64 `host_irq` may interrupt this thread on its CPU, and the host
+/// timer's callback, not an op, may run on any CPU), and no other thread
+/// writes the vCPU's own state (its saved registers, `kvm_run`).  Not
+/// `Send`: the token belongs to this thread.
+#[derive(Clone, Copy)]
+pub(crate) struct VcpuOp<'a> {
+    vcpu: &'a Vcpu,
+    _thread: PhantomData<*mut ()>,
+}
+
+impl<'a> VcpuOp<'a> {
+    /// The vCPU that KVM passed to an op it runs on the thread that holds
+    /// the vCPU.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is null or that vCPU, for the duration `'a` of the op, as the
+    /// type's invariants describe.
+    pub(crate) unsafe fn from_raw(ptr: *mut bindings::kvm_vcpu) -> Option<Self> {
+        // SAFETY: the caller's guarantee covers `Vcpu::from_raw`'s.
+        let vcpu = unsafe { Vcpu::from_raw(ptr) }?;
+        // INVARIANT: the caller guarantees the context.
+        Some(Self {
+            vcpu,
+            _thread: PhantomData,
+        })
+    }
+
+    /// The vCPU, for the whole op.
+    pub(crate) fn vcpu(self) -> &'a Vcpu {
+        self.vcpu
+    }
+}
+
+impl Deref for VcpuOp<'_> {
+    type Target = Vcpu;
+
+    fn deref(&self) -> &Vcpu {
+        self.vcpu
+    }
+}
+
+/// The vCPU that KVM is creating: the backend's `vcpu_init`.
+///
+/// # Invariants
+///
+/// For `'a`, `vcpu` is live and no other op of it runs; its private pointer
+/// is null and nothing but the backend reads it; and KVM calls `vcpu_deinit`
+/// before it frees the vCPU, also when a later step of the creation fails.
+/// Not `Send`, as [`VcpuOp`].
+pub(crate) struct VcpuInit<'a> {
+    vcpu: &'a Vcpu,
+    _thread: PhantomData<*mut ()>,
+}
+
+impl VcpuInit<'_> {
+    /// The vCPU that KVM passed to `vcpu_init`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is null or that vCPU, for the duration of the op, as the type's
+    /// invariants describe.
+    pub(crate) unsafe fn from_raw(ptr: *mut bindings::kvm_vcpu) -> Option<Self> {
+        // SAFETY: the caller's guarantee covers `Vcpu::from_raw`'s (the vCPU
+        // has no state to free yet).
+        let vcpu = unsafe { Vcpu::from_raw(ptr) }?;
+        // INVARIANT: the caller guarantees the context.
+        Some(Self {
+            vcpu,
+            _thread: PhantomData,
+        })
+    }
+}
+
+impl Deref for VcpuInit<'_> {
+    type Target = Vcpu;
+
+    fn deref(&self) -> &Vcpu {
+        self.vcpu
+    }
+}
+
+/// The vCPU that KVM is destroying: the backend's `vcpu_deinit`.
+///
+/// # Invariants
+///
+/// For `'a`, `vcpu` is live; no op of it runs now or later, and nothing
+/// outside the ops reaches its backend state any more (the VM's debugfs
+/// file lists only online vCPUs under `kvm->lock` and is removed before the
+/// vCPUs; the vGIC asks only about a running vCPU).  Not `Send`, as
+/// [`VcpuOp`].
+pub(crate) struct VcpuDeinit<'a> {
+    vcpu: &'a Vcpu,
+    _thread: PhantomData<*mut ()>,
+}
+
+impl VcpuDeinit<'_> {
+    /// The vCPU that KVM passed to `vcpu_deinit`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is null or that vCPU, for the duration of the op, as the type's
+    /// invariants describe.
+    pub(crate) unsafe fn from_raw(ptr: *mut bindings::kvm_vcpu) -> Option<Self> {
+        // SAFETY: the caller guarantees that the vCPU is live; only
+        // `PerVcpu::remove`, which consumes `Self`, frees its state.
+        let vcpu = unsafe { Vcpu::from_raw(ptr) }?;
+        // INVARIANT: the caller guarantees the context.
+        Some(Self {
+            vcpu,
+            _thread: PhantomData,
+        })
+    }
+}
+
+impl Deref for VcpuDeinit<'_> {
+    type Target = Vcpu;
+
+    fn deref(&self) -> &Vcpu {
+        self.vcpu
+    }
+}
+
+/// The vCPU a backend state belongs to, kept in that state for the host
+/// timer's callback, which KVM does not pass a vCPU.
+///
+/// # Invariants
+///
+/// `vcpu` points to a vCPU that outlives the handle: only
+/// `PerVcpu::install` makes one, for the state it installs on that vCPU,
+/// which `PerVcpu::remove` drops at the vCPU's deinit, before KVM frees the
+/// vCPU.  Not `Clone`: there is one handle per state.
+pub(crate) struct VcpuHandle {
+    vcpu: NonNull<bindings::kvm_vcpu>,
+}
+
+// SAFETY: a handle only gives out `&Vcpu`, which any thread may use
+// (`Vcpu: Sync`), and has no tie to the thread that made it.
+unsafe impl Send for VcpuHandle {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for VcpuHandle {}
+
+impl VcpuHandle {
+    /// A handle of `vcpu`, for its backend state.
+    ///
+    /// # Safety
+    ///
+    /// The vCPU outlives the handle, and its backend state is not freed
+    /// while the handle is in use (it holds the handle).
+    pub(crate) unsafe fn new(vcpu: &Vcpu) -> Self {
+        // INVARIANT: the caller guarantees the lifetime.
+        Self {
+            vcpu: NonNull::from(vcpu).cast(),
+        }
+    }
+
+    /// The vCPU.
+    pub(crate) fn get(&self) -> &Vcpu {
+        // SAFETY: by the type invariant the vCPU outlives `self`, and the
+        // state that holds `self` is not freed while `self` is borrowed, so
+        // `Vcpu`'s invariant holds for the reference.
+        unsafe { self.vcpu.cast::<Vcpu>().as_ref() }
     }
 }
 

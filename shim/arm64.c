@@ -40,14 +40,15 @@ static u32 kvt_ppi(struct kvm_vcpu *vcpu, bool phys)
 						    TIMER_VTIMER];
 }
 
+/* Marked: the host timer's callback may read it while deinit clears it. */
 void *kvt_vcpu_priv(struct kvm_vcpu *vcpu)
 {
-	return vcpu->arch.timer_cpu.backend_priv;
+	return READ_ONCE(vcpu->arch.timer_cpu.backend_priv);
 }
 
 void kvt_vcpu_set_priv(struct kvm_vcpu *vcpu, void *priv)
 {
-	vcpu->arch.timer_cpu.backend_priv = priv;
+	WRITE_ONCE(vcpu->arch.timer_cpu.backend_priv, priv);
 }
 
 void kvt_vcpu_wake_up(struct kvm_vcpu *vcpu)
@@ -248,8 +249,11 @@ bool kvt_arm64_irq_map_active(struct kvm_vcpu *vcpu, bool phys)
 	return kvm_vgic_map_is_active(vcpu, kvt_ppi(vcpu, phys));
 }
 
+/* Not before the vGIC is initialised: the vCPU has no private IRQs yet. */
 void kvt_arm64_irq_map_reset(struct kvm_vcpu *vcpu, bool phys)
 {
+	if (!vgic_initialized(vcpu->kvm))
+		return;
 	kvm_vgic_reset_mapped_irq(vcpu, kvt_ppi(vcpu, phys));
 }
 

@@ -122,9 +122,18 @@ void kvt_hrtimer_start(struct hrtimer *timer, u64 expires_ns)
 		      HRTIMER_MODE_ABS_PINNED_HARD);
 }
 
-void kvt_hrtimer_set_expires(struct hrtimer *timer, u64 expires_ns)
+/*
+ * From @timer's callback only, before it returns HRTIMER_RESTART: the core
+ * has taken the timer off its queue to run it.  If the callback started the
+ * timer again itself, that start stands: false, and the expiry is left alone
+ * (changing it would reorder the queue under the core).
+ */
+bool kvt_hrtimer_set_expires(struct hrtimer *timer, u64 expires_ns)
 {
+	if (hrtimer_is_queued(timer))
+		return false;
 	hrtimer_set_expires(timer, ns_to_ktime(expires_ns));
+	return true;
 }
 
 u64 kvt_ktime_get_ns(void)

@@ -51,14 +51,15 @@ u32 kvt_advance_max_ns(void)
 	return READ_ONCE(advance_max_ns);
 }
 
+/* Marked: the host timer's callback may read it while deinit clears it. */
 void *kvt_vcpu_priv(struct kvm_vcpu *vcpu)
 {
-	return vcpu->arch.timer.backend_priv;
+	return READ_ONCE(vcpu->arch.timer.backend_priv);
 }
 
 void kvt_vcpu_set_priv(struct kvm_vcpu *vcpu, void *priv)
 {
-	vcpu->arch.timer.backend_priv = priv;
+	WRITE_ONCE(vcpu->arch.timer.backend_priv, priv);
 }
 
 bool kvt_riscv_has_sstc(void)

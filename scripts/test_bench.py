@@ -688,8 +688,11 @@ class PlanTest(unittest.TestCase):
         # config, in its order; the default timeout is per rep and mode.
         plan = kvt.load_plan()
         names = bench.bench_configs(plan)
+        for n in ("arm64-vhe", "arm64-nvhe", "arm64-ecv"):
+            self.assertIn(n, names)
         want = {"riscv-sstc": ["sstc", "sbi"], "riscv-nosstc": ["sbi"],
-                "arm64-vhe": ["vtimer", "ptimer"], "arm64-nvhe": ["vtimer", "ptimer"]}
+                "arm64-vhe": ["vtimer", "ptimer"], "arm64-nvhe": ["vtimer", "ptimer"],
+                "arm64-ecv": ["vtimer", "ptimer"]}
         for n, modes in want.items():
             self.assertEqual(bench.bench_modes(plan, n), modes, n)
             t = bench.bench_test(plan, n, 2, 0, [])
@@ -781,14 +784,15 @@ class MainTest(unittest.TestCase):
 
     def test_targets_and_busy_gap_runs(self):
         # No config named: every benchmark config, each with its own
-        # kvt_bench modes; those of configs not benchmarked yet (arm64)
+        # kvt_bench modes; the modes without figures (arm64's here) are
         # listed as not measured.
         self.main(self.GOOD, configs=())
         self.assertIn("goal 1 (direct timer) arm64-vhe/vtimer: not measured", self.out)
         self.assertIn("goal 2 (emulated timer) arm64-nvhe/ptimer: not measured", self.out)
         booted = {c.args[1]: c.args[3]["argv"] for c in self.boot.call_args_list}
+        self.assertEqual(booted["arm64-nvhe"][-2:], ["-m", "vtimer,ptimer"])
         self.assertEqual(booted["riscv-nosstc"][-2:], ["-m", "sbi"])
-        self.assertEqual(self.doc["meta"]["configs"]["riscv-nosstc"]["modes"], ["sbi"])
+        self.assertEqual(self.doc["meta"]["configs"]["arm64-ecv"]["modes"], ["vtimer", "ptimer"])
         self.assertIn("-m sstc,sbi", self.doc["meta"]["configs"]["riscv-sstc"]["kvt_bench"])
         # Named: only those.
         self.main(self.GOOD)

@@ -740,6 +740,24 @@ class MainTest(unittest.TestCase):
         self.assertEqual(self.out.splitlines()[0],
                          "# host kernels: Debian linux-source-6.12 6.12.118-1~deb12u1")
 
+    def test_extra_and_lost(self):
+        # Runs kvt_bench gave up (lost) or with interrupts after the last
+        # (extra): the in-tree timer's are reported, ours fail the bench.
+        intree = [run("intree", "migrate", lateness=(10, 20), extra=1),
+                  run("intree", "migrate", rep=1, lateness=(10,), irqs=1, lost=1),
+                  run("vtimer", "migrate", lateness=(1, 2)), *self.GOOD]
+        self.assertEqual(self.main(intree), 0)
+        self.assertIn("# in-tree timer: riscv-sstc/sstc/migrate: 1 extra, 1 lost run ",
+                      self.out)
+        s = self.doc["summary"]
+        self.assertEqual([(x["backend"], x["extra"], x["lost"]) for x in s
+                          if x["workload"] == "migrate"], [("intree", 1, 1), ("vtimer", 0, 0)])
+        ours = [*self.GOOD, run("intree", "busy"), run("vtimer", "busy", lost=1)]
+        self.assertEqual(self.main(ours), 1)
+        self.assertIn("# bench: FAILED: ours, riscv-sstc/sstc/busy: 0 extra, 1 lost run "
+                      "(a correctness bug)", self.out)
+        self.assertEqual(self.main([*self.GOOD, run("vtimer", "busy", extra=2)]), 1)
+
     def test_exit_status(self):
         self.assertEqual(self.main(self.GOOD), 0)
         self.assertEqual(self.main(self.GOOD, built=False), bench.KSFT_SKIP)

@@ -7,11 +7,12 @@
 
 Boots each benchmark config of selftests/plan.toml (those with
 `bench = true`; default: all of them) one at a time, under the config's
--icount, with a plan that loads kvm.ko and runs the kvt_bench selftest once.
+-icount, with a plan that loads kvm.ko (RISC-V) and runs the kvt_bench
+selftest once, in the timer modes of the config's `bench_modes` (-m).
 kvt_bench does the interleaving itself: for each repetition, the in-tree
-timer then ours (insmod, run, rmmod), each workload in a fresh VM.  It prints
-one `# kvt-bench {json}` line per (rep, backend, workload), then
-`# kvt-bench-done`.  Then, in the same boot, kvt_busy_gap once per
+timer then ours (insmod, run, rmmod), each mode and workload in a fresh VM.
+It prints one `# kvt-bench {json}` line per (rep, backend, mode, workload),
+then `# kvt-bench-done`.  Then, in the same boot, kvt_busy_gap once per
 repetition with the in-tree timer and once with ours (insmod, run, rmmod):
 one `# kvt-busy-gap {json}` line per timer mode, the longest gap a running
 guest sees between two counter reads around its deadlines.
@@ -67,8 +68,9 @@ GAP_MAX_DEADLINES = 1000
 BASELINE = kvt.ROOT / "Documentation" / "bench" / "baseline.toml"
 # kvm_vtimer's default advance_max_ns (shim/riscv.c): the cap of goal 5.
 ADVANCE_MAX_NS = 50000
-# Wall seconds kvt_bench may take inside the emulated host, per repetition
-# (both backends, every workload), plus a fixed part for the boot's start.
+# Wall seconds kvt_bench may take inside the emulated host (guest time of
+# the emulated host, under -icount), per repetition and timer mode (both
+# backends, every workload), plus a fixed part for the boot's start.
 SECS_PER_REP = 240
 SECS_FIXED = 120
 
@@ -154,9 +156,10 @@ def summarize_group(runs):
         n = run_irqs(r)
         irqs += n
         exits += r.get("exits") or 0
-        # The exits the guest asks for (SBI calls, WFI); the rest are host
-        # interrupts (its tick, IPIs).
-        guest_exits += (r.get("ecall_exits") or 0) + (r.get("wfi_exits") or 0)
+        # The exits the guest asks for (SBI calls on RISC-V, HVCs on arm64,
+        # WFI); the rest are host interrupts (its tick, IPIs) and, on arm64,
+        # trapped timer registers.
+        guest_exits += sum(r.get(k) or 0 for k in ("ecall_exits", "hvc_exits", "wfi_exits"))
         ipis += r.get("ipis") or 0
         if r.get("hrtimer_starts") is None or r.get("hrtimer_cancels") is None:
             no_hrtimer = True
@@ -188,6 +191,11 @@ def summarize_group(runs):
         "lateness_ns": {"p50": percentile(lat_ns, 50), "p99": percentile(lat_ns, 99),
                         "max": max(lat_ns) if lat_ns else None},
         "early": sum(run_early(r) for r in runs),
+        # Interrupts after the last one, and runs kvt_bench gave up
+        # waiting for (an interrupt lost): KVM's own timer only, else
+        # kvt_bench fails.
+        "extra": sum(r.get("extra") or 0 for r in runs),
+        "lost": sum(1 for r in runs if r.get("lost")),
         "exits_per_irq": per_irq(exits, irqs),
         "guest_exits_per_irq": per_irq(guest_exits, irqs),
         "exits": exits,
@@ -210,9 +218,9 @@ def workload_key(w):
 
 
 def run_mode(run):
-    """How the guest programs its timer in one run: "sstc" or "sbi" on
-    RISC-V (kvt_bench uses Sstc whenever the vCPU has it); "?" if the
-    run does not say."""
+    """The timer mode of one run, as kvt_bench prints it (its -m): "sstc"
+    or "sbi" on RISC-V, "vtimer" or "ptimer" on arm64; "?" if the run does
+    not say."""
     return str(run.get("mode") or "?")
 
 
@@ -333,6 +341,15 @@ def spread_lines(summary):
 
 def ours_early(summary):
     return sum(s["early"] for (_, _, _, b), s in summary.items() if b == OURS)
+
+
+def faults(summary, backend):
+    """Per (config, mode, workload) of BACKEND with extra interrupts or
+    lost runs: `config/mode/workload: N extra, M lost runs` lines."""
+    return [f"{c}/{m}/{w}: {s.get('extra', 0)} extra, {s.get('lost', 0)} lost "
+            f"run{'s' if s.get('lost', 0) != 1 else ''}"
+            for (c, m, w, b), s in summary.items()
+            if b == backend and (s.get("extra") or s.get("lost"))]
 
 
 # ---------------------------------------------------------------- busy gap
@@ -921,6 +938,9 @@ def print_report(summary, rows, gs, out, gsum=None, meta=None):
               "around a deadline, ticks, ours / in-tree")
         for line in text_table(*gap_cells(gsum)):
             print(f"  {line}")
+    for line in faults(summary, BASE):
+        print(f"# in-tree timer: {line} (kvt_bench gives up a run after its "
+              "time; Documentation/benchmarks.rst)")
     print("# goals (Documentation/benchmarks.rst, Goals)")
     for line in goal_lines(gs):
         print(f"  {line}")
@@ -935,8 +955,10 @@ def bench_configs(plan):
     return [n for n, c in plan["config"].items() if c.get("bench")]
 
 
-def bench_argv(reps, irqs, workloads, params=""):
+def bench_argv(reps, irqs, workloads, params="", modes=()):
     argv = [BENCH_BIN, "-k", MODULE, "-r", str(reps)]
+    if modes:
+        argv += ["-m", ",".join(modes)]
     if params:
         # /plan lines split at blanks: one parameter, e.g. advance_max_ns=0.
         if any(c.isspace() for c in params):
@@ -947,6 +969,21 @@ def bench_argv(reps, irqs, workloads, params=""):
     if workloads:
         argv += ["-w", ",".join(workloads)]
     return argv
+
+
+def bench_modes(plan, name):
+    """The timer modes config NAME declares (`bench_modes`), in order."""
+    return list(plan["config"][name].get("bench_modes", {}))
+
+
+def bench_test(plan, name, reps, irqs, workloads, params="", timeout=0):
+    """The kvt_bench step of config NAME: in each of its timer modes, with
+    TIMEOUT seconds (default SECS_FIXED + SECS_PER_REP per repetition and
+    mode)."""
+    modes = bench_modes(plan, name)
+    return {"id": BENCH_BIN,
+            "argv": bench_argv(reps, irqs, workloads, params, modes),
+            "timeout": timeout or SECS_FIXED + SECS_PER_REP * reps * max(1, len(modes))}
 
 
 def bench_steps(test, kvm_module, gaps=(), params=""):
@@ -1052,14 +1089,14 @@ def main(argv=None):
                     help=f"comma-separated subset of {','.join(WORKLOADS)}")
     ap.add_argument("--timeout", type=int, default=0,
                     help=f"seconds for kvt_bench per boot (default "
-                         f"{SECS_FIXED} + {SECS_PER_REP} per rep)")
+                         f"{SECS_FIXED} + {SECS_PER_REP} per rep and timer mode)")
     ap.add_argument("--out", type=Path, default=OUT, help=f"output directory (default {OUT})")
     ap.add_argument("--publish", action="store_true",
                     help="copy the plot and an RST table to Documentation/bench/")
     ap.add_argument("--strict", action="store_true",
                     help="exit 1 if any measured goal is MISSED; goals not measured "
-                         "(a figure missing, e.g. a config or timer mode without a "
-                         "benchmark yet, such as arm64) are listed but do not fail")
+                         "(a figure missing, e.g. arm64's busy gap, or a config or "
+                         "timer mode without runs) are listed but do not fail")
     ap.add_argument("--no-busy-gap", action="store_true",
                     help=f"do not run {GAP_BIN} (goal 0 is then not measured)")
     ap.add_argument("-v", "--verbose", action="store_true", help="echo the console results")
@@ -1077,28 +1114,28 @@ def main(argv=None):
     for w in workloads:
         if w not in WORKLOADS:
             raise SystemExit(f"bench: unknown workload {w} (have: {', '.join(WORKLOADS)})")
-    test = {"id": BENCH_BIN,
-            "argv": bench_argv(args.reps, args.irqs, workloads, args.module_params),
-            "timeout": args.timeout or SECS_FIXED + SECS_PER_REP * args.reps}
+    tests = {n: bench_test(plan, n, args.reps, args.irqs, workloads, args.module_params,
+                           args.timeout) for n in names}
 
     meta = {"command": shlex.join(["scripts/bench.py", *(argv if argv is not None
                                                            else sys.argv[1:])]),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "git": git_rev(), "reps": args.reps, "irqs": args.irqs,
-            "kvt_bench": shlex.join(test["argv"]),
             "linux_source": kvt.linux_source_version(),
             "qemu_version": "; ".join(dict.fromkeys(
                 qemu_version(kvt.QEMU[plan["config"][n]["arch"]][0]) for n in names)),
             "configs": {n: {"qemu": plan["config"][n]["qemu"],
                             "icount": plan["config"][n].get("icount"),
-                            "smp": plan["config"][n].get("smp", 4)} for n in names}}
+                            "smp": plan["config"][n].get("smp", 4),
+                            "modes": bench_modes(plan, n),
+                            "kvt_bench": shlex.join(tests[n]["argv"])} for n in names}}
     # The busy gap belongs to the busy workload: run when that is.
     want_gaps = not args.no_busy_gap and (not workloads or "busy" in workloads)
     gap_timeout = next((t["timeout"] for t in plan.get("test", []) if t["id"] == GAP_BIN),
                        GAP_TIMEOUT)
     prepared, runs, gap_runs, boots, problems = {}, [], [], [], []
     for n in names:
-        arch = plan["config"][n]["arch"]
+        arch, test = plan["config"][n]["arch"], tests[n]
         if arch not in prepared:
             prepared[arch] = kvt.prepare(arch, [test])
         if not has_bench(prepared[arch][2]):
@@ -1110,7 +1147,8 @@ def main(argv=None):
             meta.setdefault("kvt_busy_gap", shlex.join(gaps[0]["argv"]))
         elif want_gaps:
             kvt.log(f"bench: {n}: {GAP_BIN} is not built for {arch}: goal 0 not measured")
-        kvt.log(f"bench: booting {n} ({args.reps} reps, icount "
+        kvt.log(f"bench: booting {n} ({args.reps} reps, modes "
+                f"{','.join(bench_modes(plan, n)) or '-'}, icount "
                 f"{plan['config'][n].get('icount')}), at most {test['timeout']}s"
                 + (f" and {len(gaps)} {GAP_BIN} runs" if gaps else ""))
         r, g, rec, p = bench_boot(plan, n, prepared[arch], test, args.verbose, gaps=gaps,
@@ -1126,7 +1164,7 @@ def main(argv=None):
         return KSFT_SKIP
 
     # Every timer mode of the asked configs; with none asked, also those
-    # of configs not benchmarked yet (arm64): listed as not measured.
+    # of configs with bench_modes but no `bench = true`: not measured.
     targets = goal_targets(plan, names, runs, gap_runs, declared=not args.configs)
     summary, rows, gs, gsum = write_outputs(args.out, runs, meta, boots, gap_runs, targets,
                                             cap_ns=advance_cap_ns(args.module_params))
@@ -1146,6 +1184,9 @@ def main(argv=None):
     if ours_early(summary):
         print(f"# bench: FAILED: {ours_early(summary)} early interrupts with ours "
               "(a correctness bug)")
+        status = 1
+    for line in faults(summary, OURS):
+        print(f"# bench: FAILED: ours, {line} (a correctness bug)")
         status = 1
     if args.strict and any(g["status"] == MISSED for g in gs):
         print("# bench: FAILED: goals MISSED (--strict)")

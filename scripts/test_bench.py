@@ -105,6 +105,19 @@ class StatsTest(unittest.TestCase):
             run("vtimer", "wfi", rep=1, module={"irqs": 4})])
         self.assertIsNone(mixed["spin_us_per_irq"])
 
+    def test_guest_exits(self):
+        # The guest's own exits: SBI calls and WFIs on RISC-V, HVCs and WFIs
+        # on arm64 (whose runs have no ecall_exits).
+        rv = bench.summarize_group([run("intree", "wfi", lateness=range(10), ecall_exits=5,
+                                        wfi_exits=10)])
+        self.assertEqual(rv["guest_exits_per_irq"], 1.5)
+        arm = bench.summarize_group([run("intree", "wfi", lateness=range(10), hvc_exits=0,
+                                         wfi_exits=10, mode="ptimer", hz=62_500_000,
+                                         config="arm64-nvhe")])
+        self.assertEqual(arm["guest_exits_per_irq"], 1.0)
+        self.assertEqual(arm["mode"], "ptimer")
+        self.assertAlmostEqual(arm["lateness_ns"]["p50"], 64)  # 4 ticks of 16 ns
+
     def test_intree_has_no_hrtimer_figures_and_negative_is_early(self):
         s = bench.summarize_group([run("intree", "past", lateness=(-3, 0, 5), early=0)])
         self.assertIsNone(s["hrtimer_ops_per_irq"])
@@ -640,14 +653,14 @@ class PlanTest(unittest.TestCase):
         self.assertIn("riscv-nosstc", names)
         for n in names:
             self.assertTrue(plan["config"][n].get("icount"), n)
-        argv = bench.bench_argv(3, 100, ["wfi", "busy"], "advance_max_ns=0")
+        argv = bench.bench_argv(3, 100, ["wfi", "busy"], "advance_max_ns=0", ["sstc", "sbi"])
         test = {"id": "kvt_bench", "argv": argv, "timeout": 600}
         steps = bench.bench_steps(test, kvm_module=True)
         self.assertEqual(steps[0][0], "host.insmod_kvm")
         self.assertEqual(steps[-1], ("bench.kvt_bench",
                                      "run 600 bench.kvt_bench /bin/kvt_bench -k "
-                                     "/lib/modules/kvm_vtimer.ko -r 3 -o advance_max_ns=0 "
-                                     "-n 100 -w wfi,busy"))
+                                     "/lib/modules/kvm_vtimer.ko -r 3 -m sstc,sbi "
+                                     "-o advance_max_ns=0 -n 100 -w wfi,busy"))
         with self.assertRaises(SystemExit):
             bench.bench_argv(1, 0, [], "a=1 b=2")
         # kvt_busy_gap after kvt_bench: in-tree, then ours between an insmod
@@ -669,6 +682,31 @@ class PlanTest(unittest.TestCase):
         self.assertNotIn("vtimer.insmod", [t for t, _ in steps])
         self.assertEqual([t for t, _ in bench.bench_steps(test, False) if t],
                          ["bench.kvt_bench"])
+
+    def test_modes_per_config(self):
+        # kvt_bench measures each timer mode the plan declares for the
+        # config, in its order; the default timeout is per rep and mode.
+        plan = kvt.load_plan()
+        names = bench.bench_configs(plan)
+        for n in ("arm64-vhe", "arm64-nvhe", "arm64-ecv"):
+            self.assertIn(n, names)
+        want = {"riscv-sstc": ["sstc", "sbi"], "riscv-nosstc": ["sbi"],
+                "arm64-vhe": ["vtimer", "ptimer"], "arm64-nvhe": ["vtimer", "ptimer"],
+                "arm64-ecv": ["vtimer", "ptimer"]}
+        for n, modes in want.items():
+            self.assertEqual(bench.bench_modes(plan, n), modes, n)
+            t = bench.bench_test(plan, n, 2, 0, [])
+            self.assertEqual(t["argv"], ["kvt_bench", "-k", bench.MODULE, "-r", "2",
+                                         "-m", ",".join(modes)], n)
+            self.assertEqual(t["timeout"],
+                             bench.SECS_FIXED + bench.SECS_PER_REP * 2 * len(modes), n)
+        # Every benchmark config declares its modes, each of a known kind.
+        for n in names:
+            kinds = plan["config"][n].get("bench_modes")
+            self.assertTrue(kinds, n)
+            self.assertLessEqual(set(kinds.values()), {bench.DIRECT, bench.EMULATED}, n)
+        self.assertEqual(bench.bench_test(plan, "riscv-sstc", 1, 0, [], timeout=7)["timeout"],
+                         7)
 
 
 class MainTest(unittest.TestCase):
@@ -701,6 +739,24 @@ class MainTest(unittest.TestCase):
         self.assertEqual(self.doc["meta"]["linux_source"], "6.12.118-1~deb12u1")
         self.assertEqual(self.out.splitlines()[0],
                          "# host kernels: Debian linux-source-6.12 6.12.118-1~deb12u1")
+
+    def test_extra_and_lost(self):
+        # Runs kvt_bench gave up (lost) or with interrupts after the last
+        # (extra): the in-tree timer's are reported, ours fail the bench.
+        intree = [run("intree", "migrate", lateness=(10, 20), extra=1),
+                  run("intree", "migrate", rep=1, lateness=(10,), irqs=1, lost=1),
+                  run("vtimer", "migrate", lateness=(1, 2)), *self.GOOD]
+        self.assertEqual(self.main(intree), 0)
+        self.assertIn("# in-tree timer: riscv-sstc/sstc/migrate: 1 extra, 1 lost run ",
+                      self.out)
+        s = self.doc["summary"]
+        self.assertEqual([(x["backend"], x["extra"], x["lost"]) for x in s
+                          if x["workload"] == "migrate"], [("intree", 1, 1), ("vtimer", 0, 0)])
+        ours = [*self.GOOD, run("intree", "busy"), run("vtimer", "busy", lost=1)]
+        self.assertEqual(self.main(ours), 1)
+        self.assertIn("# bench: FAILED: ours, riscv-sstc/sstc/busy: 0 extra, 1 lost run "
+                      "(a correctness bug)", self.out)
+        self.assertEqual(self.main([*self.GOOD, run("vtimer", "busy", extra=2)]), 1)
 
     def test_exit_status(self):
         self.assertEqual(self.main(self.GOOD), 0)
@@ -745,11 +801,17 @@ class MainTest(unittest.TestCase):
                       "shipped 35; wfi p99 300 vs shipped 224)", self.out)
 
     def test_targets_and_busy_gap_runs(self):
-        # No config named: every mode of the plan's bench_modes, arm64's
+        # No config named: every benchmark config, each with its own
+        # kvt_bench modes; the modes without figures (arm64's here) are
         # listed as not measured.
         self.main(self.GOOD, configs=())
         self.assertIn("goal 1 (direct timer) arm64-vhe/vtimer: not measured", self.out)
         self.assertIn("goal 2 (emulated timer) arm64-nvhe/ptimer: not measured", self.out)
+        booted = {c.args[1]: c.args[3]["argv"] for c in self.boot.call_args_list}
+        self.assertEqual(booted["arm64-nvhe"][-2:], ["-m", "vtimer,ptimer"])
+        self.assertEqual(booted["riscv-nosstc"][-2:], ["-m", "sbi"])
+        self.assertEqual(self.doc["meta"]["configs"]["arm64-ecv"]["modes"], ["vtimer", "ptimer"])
+        self.assertIn("-m sstc,sbi", self.doc["meta"]["configs"]["riscv-sstc"]["kvt_bench"])
         # Named: only those.
         self.main(self.GOOD)
         self.assertNotIn("arm64", self.out)

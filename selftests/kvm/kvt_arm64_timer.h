@@ -155,19 +155,20 @@ static inline bool kvt_guest_check_istatus(enum arch_timer timer)
 	return ctl & CTL_ISTATUS;
 }
 
-/*
- * Host: the guest's vector table and interrupt handler, the vGICv3 and the
- * timers' PPI numbers for a VM with one vCPU, created by the caller.
- */
 /* The vGIC device of the VM kvt_timer_vm_setup() set up last. */
 static int kvt_gic_fd = -1;
 
-static inline void kvt_timer_vm_setup(struct kvm_vm *vm, struct kvm_vcpu *vcpu)
+/*
+ * Host: the guest's vector table and interrupt handler @handler, the vGICv3
+ * and the timers' PPI numbers for a VM with one vCPU, created by the caller.
+ */
+static inline void __kvt_timer_vm_setup(struct kvm_vm *vm, struct kvm_vcpu *vcpu,
+					handler_fn handler)
 {
 	u32 virq, pirq;
 
 	vm_init_descriptor_tables(vm);
-	vm_install_exception_handler(vm, VECTOR_IRQ_CURRENT, kvt_guest_irq_handler);
+	vm_install_exception_handler(vm, VECTOR_IRQ_CURRENT, handler);
 	vcpu_init_descriptor_tables(vcpu);
 
 	vcpu_device_attr_get(vcpu, KVM_ARM_VCPU_TIMER_CTRL,
@@ -180,6 +181,12 @@ static inline void kvt_timer_vm_setup(struct kvm_vm *vm, struct kvm_vcpu *vcpu)
 
 	kvt_gic_fd = vgic_v3_setup(vm, 1, 64);
 	TEST_ASSERT(kvt_gic_fd >= 0, "no vGICv3");
+}
+
+/* The same, with the handler above (kvt_guest_irq_handler()). */
+static inline void kvt_timer_vm_setup(struct kvm_vm *vm, struct kvm_vcpu *vcpu)
+{
+	__kvt_timer_vm_setup(vm, vcpu, kvt_guest_irq_handler);
 }
 
 /*

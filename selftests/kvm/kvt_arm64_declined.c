@@ -26,8 +26,6 @@
 #define LIMIT_MS	2000
 #define NR_ROUNDS	2
 
-#define KVT_DEBUGFS_KVM	"/sys/kernel/debug/kvm"
-
 /* The vCPU's IRQ line, for KVM_IRQ_LINE without an in-kernel irqchip. */
 #define KVT_CPU_IRQ	((KVM_ARM_IRQ_TYPE_CPU << KVM_ARM_IRQ_TYPE_SHIFT) | \
 			 (0 << KVM_ARM_IRQ_VCPU_SHIFT) | KVM_ARM_IRQ_CPU_IRQ)
@@ -114,12 +112,11 @@ static void *user_run_thread(void *arg)
 {
 	struct user_run *r = arg;
 	struct kvm_run *run = r->vcpu->run;
-	bool line = false, up;
+	bool line = false, up, ran;
 	struct ucall uc;
-	int ret;
 
 	for (;;) {
-		ret = __vcpu_run(r->vcpu);
+		ran = kvt_vcpu_run_intr(r->vcpu);
 		up = run->s.regs.device_irq_level &
 		     (KVM_ARM_DEV_EL1_VTIMER | KVM_ARM_DEV_EL1_PTIMER);
 		if (up != line) {
@@ -127,25 +124,16 @@ static void *user_run_thread(void *arg)
 			r->raised += up;
 			line = up;
 		}
-		if (ret == -1 && errno == EINTR) {
+		if (!ran) {
 			TEST_ASSERT_EQ(run->exit_reason, KVM_EXIT_INTR);
 			r->exit_intr++;
 			continue;
 		}
-		TEST_ASSERT(!ret, KVM_IOCTL_ERROR(KVM_RUN, ret));
-		switch (get_ucall(r->vcpu, &uc)) {
-		case UCALL_SYNC:
-			TEST_ASSERT_EQ(uc.args[1], SYNC_IRQ);
-			TEST_ASSERT(!line, "the timer line is still up after the guest masked it");
-			break;
-		case UCALL_DONE:
+		if (kvt_get_ucall(r->vcpu, &uc, BIT_ULL(UCALL_SYNC) | BIT_ULL(UCALL_DONE)) ==
+		    UCALL_DONE)
 			return NULL;
-		case UCALL_ABORT:
-			REPORT_GUEST_ASSERT(uc);
-			break;
-		default:
-			TEST_FAIL("unexpected ucall %lu", uc.cmd);
-		}
+		TEST_ASSERT_EQ(uc.args[1], SYNC_IRQ);
+		TEST_ASSERT(!line, "the timer line is still up after the guest masked it");
 	}
 }
 
@@ -156,26 +144,12 @@ struct vtimer_stats {
 	u64 irqs, starts, cancels, migrations;
 };
 
-static u64 stat_field(const char *line, const char *key)
-{
-	char pat[32];
-	const char *p;
-
-	snprintf(pat, sizeof(pat), " %s=", key);
-	p = strstr(line, pat);
-	TEST_ASSERT(p, "no %s in kvm_vtimer's statistics: %s", key, line);
-	return strtoull(p + strlen(pat), NULL, 10);
-}
-
 static struct vtimer_stats read_vtimer_stats(struct kvm_vm *vm)
 {
 	struct vtimer_stats s = { 0 };
-	char path[128], line[1024];
-	FILE *f;
+	FILE *f = kvt_vtimer_fopen(vm);
+	char line[1024];
 
-	snprintf(path, sizeof(path), KVT_DEBUGFS_KVM "/%d-%d/vtimer",
-		 getpid(), vm->fd);
-	f = fopen(path, "r");
 	if (!f)
 		return s;
 	s.present = true;
@@ -184,10 +158,10 @@ static struct vtimer_stats read_vtimer_stats(struct kvm_vm *vm)
 			s.declined = true;
 		if (strncmp(line, "total ", 6))
 			continue;
-		s.irqs = stat_field(line, "irqs");
-		s.starts = stat_field(line, "starts");
-		s.cancels = stat_field(line, "cancels");
-		s.migrations = stat_field(line, "migrations");
+		s.irqs = kvt_vtimer_field(line, "irqs");
+		s.starts = kvt_vtimer_field(line, "starts");
+		s.cancels = kvt_vtimer_field(line, "cancels");
+		s.migrations = kvt_vtimer_field(line, "migrations");
 	}
 	fclose(f);
 	return s;

@@ -63,36 +63,21 @@ static u64 run_to_ucall(struct kvm_vcpu *vcpu, enum arch_timer t, int *intr)
 {
 	struct kvm_run *run = vcpu->run;
 	struct ucall uc;
-	int ret;
 
-	for (;;) {
-		ret = __vcpu_run(vcpu);
-		if (ret == -1 && errno == EINTR) {
-			TEST_ASSERT_EQ(run->exit_reason, KVM_EXIT_INTR);
-			if (!*intr) {
-				TEST_ASSERT(run->s.regs.device_irq_level & bit_of(t),
-					    "%s timer: KVM_EXIT_INTR without its line",
-					    kvt_timer_name(t));
-				TEST_ASSERT(kvt_get_reg(vcpu, kvt_reg_cnt(t)) >=
-					    kvt_get_reg(vcpu, kvt_reg_cval(t)),
-					    "%s timer: line up before CVAL",
-					    kvt_timer_name(t));
-			}
-			(*intr)++;
-			continue;
+	while (!kvt_vcpu_run_intr(vcpu)) {
+		TEST_ASSERT_EQ(run->exit_reason, KVM_EXIT_INTR);
+		if (!*intr) {
+			TEST_ASSERT(run->s.regs.device_irq_level & bit_of(t),
+				    "%s timer: KVM_EXIT_INTR without its line",
+				    kvt_timer_name(t));
+			TEST_ASSERT(kvt_get_reg(vcpu, kvt_reg_cnt(t)) >=
+				    kvt_get_reg(vcpu, kvt_reg_cval(t)),
+				    "%s timer: line up before CVAL",
+				    kvt_timer_name(t));
 		}
-		TEST_ASSERT(!ret, KVM_IOCTL_ERROR(KVM_RUN, ret));
-		switch (get_ucall(vcpu, &uc)) {
-		case UCALL_ABORT:
-			REPORT_GUEST_ASSERT(uc);
-			break;
-		case UCALL_SYNC:
-		case UCALL_DONE:
-			return uc.cmd;
-		default:
-			TEST_FAIL("unexpected ucall %lu", uc.cmd);
-		}
+		(*intr)++;
 	}
+	return kvt_get_ucall(vcpu, &uc, BIT_ULL(UCALL_SYNC) | BIT_ULL(UCALL_DONE));
 }
 
 static void test_timer(enum arch_timer t)

@@ -437,27 +437,13 @@ static bool vcpu_abandoned;
 static void *vcpu_main(void *arg)
 {
 	struct ucall uc;
-	int r;
 
-	for (;;) {
-		r = __vcpu_run(vcpu);
-		if (r == -1 && errno == EINTR) {
-			if (READ_ONCE(vcpu_abandoned))
-				return NULL;
-			continue;
-		}
-		TEST_ASSERT(!r, KVM_IOCTL_ERROR(KVM_RUN, r));
-		assert_on_unhandled_exception(vcpu);
-		switch (get_ucall(vcpu, &uc)) {
-		case UCALL_DONE:
+	while (!kvt_vcpu_run_intr(vcpu))
+		if (READ_ONCE(vcpu_abandoned))
 			return NULL;
-		case UCALL_ABORT:
-			REPORT_GUEST_ASSERT(uc);
-			break;
-		default:
-			TEST_FAIL("unexpected ucall %lu", uc.cmd);
-		}
-	}
+	assert_on_unhandled_exception(vcpu);
+	kvt_get_ucall(vcpu, &uc, BIT_ULL(UCALL_DONE));
+	return NULL;
 }
 
 static void kick_handler(int sig)
@@ -563,49 +549,30 @@ struct module_stats {
 	u64 spin_ns;
 };
 
-static u64 stat_field(const char *line, const char *key)
-{
-	char pat[32];
-	const char *p;
-
-	snprintf(pat, sizeof(pat), " %s=", key);
-	p = strstr(line, pat);
-	TEST_ASSERT(p, "no %s in kvm_vtimer's statistics: %s", key, line);
-	return strtoull(p + strlen(pat), NULL, 10);
-}
-
 static struct module_stats read_module_stats(struct kvm_vm *vm)
 {
 	struct module_stats s = { 0 };
-	char path[128], line[1024];
-	FILE *f;
+	FILE *f = kvt_vtimer_fopen(vm);
+	char line[1024];
 
-	snprintf(path, sizeof(path), "/sys/kernel/debug/kvm/%d-%d/vtimer",
-		 getpid(), vm->fd);
-	f = fopen(path, "r");
 	if (!f)
 		return s;
 	while (fgets(line, sizeof(line), f)) {
 		if (strncmp(line, "total ", 6))
 			continue;
 		s.present = true;
-		s.starts = stat_field(line, "starts");
-		s.cancels = stat_field(line, "cancels");
-		s.migrations = stat_field(line, "migrations");
-		s.irqs = stat_field(line, "irqs");
-		s.early = stat_field(line, "early");
-		s.wakeups = stat_field(line, "wakeups");
-		s.ipis = stat_field(line, "ipis");
-		s.advance_ns = stat_field(line, "advance_ns");
-		s.spin_ns = stat_field(line, "spin_ns");
+		s.starts = kvt_vtimer_field(line, "starts");
+		s.cancels = kvt_vtimer_field(line, "cancels");
+		s.migrations = kvt_vtimer_field(line, "migrations");
+		s.irqs = kvt_vtimer_field(line, "irqs");
+		s.early = kvt_vtimer_field(line, "early");
+		s.wakeups = kvt_vtimer_field(line, "wakeups");
+		s.ipis = kvt_vtimer_field(line, "ipis");
+		s.advance_ns = kvt_vtimer_field(line, "advance_ns");
+		s.spin_ns = kvt_vtimer_field(line, "spin_ns");
 	}
 	fclose(f);
 	return s;
-}
-
-static bool module_loaded(void)
-{
-	return access("/sys/module/" KVT_MODULE_NAME, F_OK) == 0;
 }
 
 static void run_one(const char *backend, enum mode mode, enum workload wl, int rep)
@@ -795,7 +762,7 @@ int main(int argc, char *argv[])
 	/* Kicks a vCPU out of KVM_RUN (join_vcpu()): no SA_RESTART. */
 	TEST_ASSERT(!sigaction(SIGUSR1, &(struct sigaction){ .sa_handler = kick_handler },
 			       NULL), "sigaction: %s", strerror(errno));
-	if (module_loaded()) {
+	if (kvt_module_loaded()) {
 		ksft_print_msg("%s is loaded: the in-tree timer cannot be measured\n",
 			       KVT_MODULE_NAME);
 		return KSFT_SKIP;

@@ -181,7 +181,7 @@ int main(int argc, char *argv[])
 			    "sched_setaffinity: %s", strerror(errno));
 	}
 
-	backend = access("/sys/module/" KVT_MODULE_NAME, F_OK) ? "intree" : "vtimer";
+	backend = kvt_module_loaded() ? "vtimer" : "intree";
 	vm = kvt_timer_vm_create(&vcpu, guest_code, guest_irq_handler);
 	guest_sstc = __vcpu_has_isa_ext(vcpu, KVM_RISCV_ISA_EXT_SSTC);
 	sync_global_to_guest(vm, guest_sstc);

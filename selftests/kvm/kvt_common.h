@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * What kvm_vtimer's selftests share on every architecture: loading and
- * unloading the module and its reference count, a vCPU thread joined with a
- * watchdog, vCPU statistics, a migrating thread and a pseudo-random sequence.
+ * unloading the module, its reference count and its debugfs statistics, a
+ * vCPU run and its ucall, a vCPU thread joined with a watchdog, vCPU
+ * statistics, a migrating thread and a pseudo-random sequence.
  */
 #ifndef KVT_COMMON_H
 #define KVT_COMMON_H
@@ -10,6 +11,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -21,9 +23,16 @@
 
 #define KVT_MODULE_NAME		"kvm_vtimer"
 #define KVT_REFCNT		"/sys/module/" KVT_MODULE_NAME "/refcnt"
+#define KVT_DEBUGFS_KVM		"/sys/kernel/debug/kvm"
 
 /* Seconds a vCPU run may take before the test calls its interrupt lost. */
 #define KVT_WATCHDOG_S		120
+
+/* Whether kvm_vtimer is loaded. */
+static inline bool kvt_module_loaded(void)
+{
+	return !access("/sys/module/" KVT_MODULE_NAME, F_OK);
+}
 
 /* kvm_vtimer's reference count (one per VM that uses it); -1 if unloaded. */
 static inline long kvt_module_refcnt(void)
@@ -57,6 +66,28 @@ static inline void kvt_unload_module(void)
 {
 	TEST_ASSERT(!syscall(SYS_delete_module, KVT_MODULE_NAME, O_NONBLOCK),
 		    "unloading " KVT_MODULE_NAME " with no VM: %s", strerror(errno));
+}
+
+/* kvm_vtimer's debugfs file of @vm, read-only; NULL if the VM has none. */
+static inline FILE *kvt_vtimer_fopen(struct kvm_vm *vm)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), KVT_DEBUGFS_KVM "/%d-%d/vtimer",
+		 getpid(), vm->fd);
+	return fopen(path, "r");
+}
+
+/* The number after " @key=" in @line of that file ("total ..."). */
+static inline u64 kvt_vtimer_field(const char *line, const char *key)
+{
+	char pat[32];
+	const char *p;
+
+	snprintf(pat, sizeof(pat), " %s=", key);
+	p = strstr(line, pat);
+	TEST_ASSERT(p, "no %s in kvm_vtimer's statistics: %s", key, line);
+	return strtoull(p + strlen(pat), NULL, 10);
 }
 
 /*
@@ -102,21 +133,44 @@ static inline u64 kvt_vcpu_stat(int fd, const char *name)
 	return value;
 }
 
+/*
+ * The ucall @vcpu's guest stopped at, into @uc, which must be one of
+ * @ucalls (a mask of BIT_ULL(UCALL_*)): a guest assertion fails the test, and
+ * so does any other ucall.  Returns the ucall.
+ */
+static inline u64 kvt_get_ucall(struct kvm_vcpu *vcpu, struct ucall *uc, u64 ucalls)
+{
+	u64 cmd = get_ucall(vcpu, uc);
+
+	if (cmd == UCALL_ABORT)
+		REPORT_GUEST_ASSERT(*uc);
+	if (cmd >= 64 || !(ucalls & BIT_ULL(cmd)))
+		TEST_FAIL("unexpected ucall %lu", cmd);
+	return cmd;
+}
+
+/*
+ * One KVM_RUN of @vcpu, which a signal may end (EINTR: KVM_EXIT_INTR, or
+ * immediate_exit set).  Returns false if one did; fails the test on any
+ * other error.
+ */
+static inline bool kvt_vcpu_run_intr(struct kvm_vcpu *vcpu)
+{
+	int ret = __vcpu_run(vcpu);
+
+	if (ret == -1 && errno == EINTR)
+		return false;
+	TEST_ASSERT(!ret, KVM_IOCTL_ERROR(KVM_RUN, ret));
+	return true;
+}
+
 /* Run @vcpu until its guest is done; a guest assertion fails the test. */
 static inline void kvt_run_until_done(struct kvm_vcpu *vcpu)
 {
 	struct ucall uc;
 
 	vcpu_run(vcpu);
-	switch (get_ucall(vcpu, &uc)) {
-	case UCALL_DONE:
-		break;
-	case UCALL_ABORT:
-		REPORT_GUEST_ASSERT(uc);
-		break;
-	default:
-		TEST_FAIL("unexpected ucall %lu", uc.cmd);
-	}
+	kvt_get_ucall(vcpu, &uc, BIT_ULL(UCALL_DONE));
 }
 
 struct kvt_vcpu_run {

@@ -211,27 +211,14 @@ static void guest_code(void)
 	GUEST_DONE();
 }
 
-static bool vtimer_loaded(void)
-{
-	return !access("/sys/module/kvm_vtimer", F_OK);
-}
-
+/* Run to the guest's next stop: its GUEST_SYNC stage, or 0 when done. */
 static u64 run_to_sync(struct kvm_vcpu *vcpu)
 {
 	struct ucall uc;
 
 	vcpu_run(vcpu);
-	switch (get_ucall(vcpu, &uc)) {
-	case UCALL_SYNC:
+	if (kvt_get_ucall(vcpu, &uc, BIT_ULL(UCALL_SYNC) | BIT_ULL(UCALL_DONE)) == UCALL_SYNC)
 		return uc.args[1];
-	case UCALL_DONE:
-		return 0;
-	case UCALL_ABORT:
-		REPORT_GUEST_ASSERT(uc);
-		break;
-	default:
-		TEST_FAIL("unexpected ucall %lu", uc.cmd);
-	}
 	return 0;
 }
 
@@ -270,7 +257,7 @@ static void fuzz_onereg(struct kvm_vcpu *vcpu, u64 iterations, u64 seed,
 			struct onereg_counts *c)
 {
 	u64 s = seed * 2 + 1, freq, now;
-	bool intree = !vtimer_loaded();
+	bool intree = !kvt_module_loaded();
 
 	vcpu_get_reg(vcpu, RISCV_TIMER_REG(frequency), &freq);
 	for (u64 i = 0; i < iterations; i++) {
@@ -366,7 +353,7 @@ int main(int argc, char *argv[])
 		}
 	}
 	ksft_print_msg("backend: %s; seed %lu\n",
-		       vtimer_loaded() ? "kvm_vtimer" : "in-tree", seed);
+		       kvt_module_loaded() ? "kvm_vtimer" : "in-tree", seed);
 
 	vm = kvt_timer_vm_create(&vcpu, guest_code, guest_irq_handler);
 	vcpu_get_reg(vcpu, RISCV_TIMER_REG(time), &time0);

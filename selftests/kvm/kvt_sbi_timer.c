@@ -171,25 +171,15 @@ static pthread_t vcpu_thread;
 
 static void *vcpu_main(void *arg)
 {
+	int ret = __vcpu_run(vcpu);
 	struct ucall uc;
 
-	for (;;) {
-		int ret = __vcpu_run(vcpu);
-
-		if (ret && errno == EINTR)
-			return (void *)1L;	/* stopped by the main thread */
-		TEST_ASSERT(!ret, "KVM_RUN: %s", strerror(errno));
-		switch (get_ucall(vcpu, &uc)) {
-		case UCALL_SYNC:
-			TEST_ASSERT_EQ(uc.args[1], STAGE_MASKED_WFI);
-			return (void *)2L;
-		case UCALL_ABORT:
-			REPORT_GUEST_ASSERT(uc);
-			break;
-		default:
-			TEST_FAIL("unexpected ucall %lu", uc.cmd);
-		}
-	}
+	if (ret && errno == EINTR)
+		return (void *)1L;	/* stopped by the main thread */
+	TEST_ASSERT(!ret, "KVM_RUN: %s", strerror(errno));
+	kvt_get_ucall(vcpu, &uc, BIT_ULL(UCALL_SYNC));
+	TEST_ASSERT_EQ(uc.args[1], STAGE_MASKED_WFI);
+	return (void *)2L;
 }
 
 static void on_sigusr1(int sig)

@@ -174,9 +174,7 @@ static void test_user_irqchip(bool module)
 	pthread_t thread;
 
 	r.vm = vm_create_with_one_vcpu(&r.vcpu, user_guest_code);
-	vm_init_descriptor_tables(r.vm);
-	vm_install_exception_handler(r.vm, VECTOR_IRQ_CURRENT, user_guest_irq_handler);
-	vcpu_init_descriptor_tables(r.vcpu);
+	kvt_vm_irq_handler(r.vm, r.vcpu, user_guest_irq_handler);
 
 	if (module) {
 		s = read_vtimer_stats(r.vm);
@@ -209,13 +207,8 @@ static void test_user_irqchip(bool module)
 
 static void gic_guest_code(void)
 {
-	u64 cval;
-
 	kvt_guest_timer_init();
-	cval = timer_get_cntct(VIRTUAL) + msec_to_cycles(TIMER_MS);
-	kvt_guest_arm(VIRTUAL, cval);
-	kvt_guest_wait_irqs(VIRTUAL, 1);
-	GUEST_ASSERT_EQ(READ_ONCE(kvt_irqs[VIRTUAL].cval), cval);
+	kvt_guest_first_irq(VIRTUAL, TIMER_MS);
 	GUEST_DONE();
 }
 

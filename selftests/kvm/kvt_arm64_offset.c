@@ -57,8 +57,7 @@ enum stage {
 	STAGE_BACK,
 };
 
-/* Set by the host: the timer, and the counter value it moved to. */
-static enum arch_timer guest_timer;
+/* Set by the host: the counter value it moved to (the timer: kvt_guest_timer). */
 static u64 guest_target;
 /* Set by the guest before each stop: its counter and the deadline. */
 static u64 guest_cnt;
@@ -74,7 +73,7 @@ static void guest_stop(enum arch_timer timer, u64 cval, enum stage stage)
 
 static void guest_code(void)
 {
-	enum arch_timer timer = guest_timer;
+	enum arch_timer timer = kvt_guest_timer;
 	u64 start, cval, stopped;
 
 	kvt_guest_timer_init();
@@ -114,17 +113,13 @@ static void guest_code(void)
 /* -w: armed at a CVAL whose sum with the VM's offset wraps: no interrupt. */
 static void guest_wrap(void)
 {
-	enum arch_timer timer = guest_timer;
-	u64 cval = WRAP_CVAL, end;
+	enum arch_timer timer = kvt_guest_timer;
+	u64 cval = WRAP_CVAL;
 
 	kvt_guest_timer_init();
 	kvt_guest_arm(timer, cval);
 	for (int i = 0; i < WRAP_STOPS; i++) {
-		end = timer_get_cntct(timer) + msec_to_cycles(WRAP_SPIN_MS);
-		local_irq_enable();
-		while (timer_get_cntct(timer) < end)
-			cpu_relax();
-		local_irq_disable();
+		kvt_guest_spin_ms(timer, WRAP_SPIN_MS);
 		__GUEST_ASSERT(!kvt_guest_check_istatus(timer),
 			       "%s timer: ISTATUS set with CVAL 0x%lx",
 			       kvt_timer_name(timer), cval);
@@ -144,9 +139,7 @@ static void test_wrap(enum arch_timer timer)
 	struct ucall uc;
 	u64 offset;
 
-	vm = kvt_timer_vm_create(&vcpu, guest_wrap);
-	guest_timer = timer;
-	sync_global_to_guest(vm, guest_timer);
+	vm = kvt_timer_vm_create_for(&vcpu, guest_wrap, timer);
 	/* Far more than 1: WRAP_CVAL + offset wraps, to below the host's counter. */
 	offset = kvt_host_counter() / 2;
 	TEST_ASSERT(offset > 1, "host counter 0x%lx too small", kvt_host_counter());
@@ -172,7 +165,7 @@ static u32 guest_hppir(void)
 /* -l: CVAL moved ahead while the line is up: the line drops, then comes back. */
 static void guest_level(void)
 {
-	enum arch_timer timer = guest_timer;
+	enum arch_timer timer = kvt_guest_timer;
 	u32 intid = kvt_timer_intid[timer];
 	u64 cval, end;
 
@@ -221,9 +214,7 @@ static void test_level(enum arch_timer timer, bool offset)
 	struct kvm_vm *vm;
 	struct ucall uc;
 
-	vm = kvt_timer_vm_create(&vcpu, guest_level);
-	guest_timer = timer;
-	sync_global_to_guest(vm, guest_timer);
+	vm = kvt_timer_vm_create_for(&vcpu, guest_level, timer);
 	if (offset)
 		kvt_set_counter_offset(vm, kvt_host_counter() / 2);
 	TEST_ASSERT_EQ(kvt_vcpu_run_watched(vcpu, &uc, what), UCALL_DONE);
@@ -257,9 +248,7 @@ static void test_jumps(enum arch_timer timer, bool vm_offset)
 	struct ucall uc;
 	u64 target;
 
-	vm = kvt_timer_vm_create(&vcpu, guest_code);
-	guest_timer = timer;
-	sync_global_to_guest(vm, guest_timer);
+	vm = kvt_timer_vm_create_for(&vcpu, guest_code, timer);
 
 	for (int stage = STAGE_FORWARD; stage <= STAGE_BACK; stage++) {
 		TEST_ASSERT_EQ(kvt_vcpu_run_watched(vcpu, &uc, how), UCALL_SYNC);

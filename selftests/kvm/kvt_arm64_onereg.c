@@ -51,8 +51,7 @@
 /* How long the guest watches for a second interrupt after the first. */
 #define QUIET_MS	10
 
-/* Set by the host. */
-static enum arch_timer guest_timer;
+/* Set by the host, as is the timer (kvt_guest_timer). */
 static u64 guest_saved_cnt;
 static u64 guest_restored_cval;
 static bool guest_past;
@@ -74,7 +73,7 @@ struct reg_write {
 
 static void guest_arm(void)
 {
-	enum arch_timer timer = guest_timer;
+	enum arch_timer timer = kvt_guest_timer;
 	u64 now, cval;
 
 	kvt_guest_timer_init();
@@ -90,19 +89,14 @@ static void guest_arm(void)
 /* Exactly @n interrupts: none for QUIET_MS after the last. */
 static void guest_check_irqs(enum arch_timer timer, u64 n)
 {
-	u64 end = timer_get_cntct(timer) + msec_to_cycles(QUIET_MS);
-
-	local_irq_enable();
-	while (timer_get_cntct(timer) < end)
-		cpu_relax();
-	local_irq_disable();
+	kvt_guest_spin_ms(timer, QUIET_MS);
 	GUEST_ASSERT_EQ(READ_ONCE(kvt_irqs[timer].count), n);
 	GUEST_ASSERT_EQ(READ_ONCE(kvt_irqs[!timer].count), 0);
 }
 
 static void guest_restored(void)
 {
-	enum arch_timer timer = guest_timer;
+	enum arch_timer timer = kvt_guest_timer;
 	u64 start = timer_get_cntct(timer);
 	u64 cval = guest_restored_cval;
 	bool due;
@@ -135,7 +129,7 @@ static void guest_restored(void)
  */
 static void guest_due(void)
 {
-	enum arch_timer timer = guest_timer;
+	enum arch_timer timer = kvt_guest_timer;
 	u64 ctl, cval;
 
 	kvt_guest_timer_init();
@@ -174,9 +168,7 @@ static void test_put_due(enum arch_timer timer, bool offset)
 	struct ucall uc;
 	u64 ctl, cval, cnt;
 
-	vm = kvt_timer_vm_create(&vcpu, guest_due);
-	guest_timer = timer;
-	sync_global_to_guest(vm, guest_timer);
+	vm = kvt_timer_vm_create_for(&vcpu, guest_due, timer);
 	/* The guest's counters half the host's: cval + offset does not wrap. */
 	if (offset)
 		kvt_set_counter_offset(vm, kvt_host_counter() / 2);
@@ -213,9 +205,7 @@ static struct timer_regs save_armed(enum arch_timer timer)
 	struct kvm_vm *vm;
 	struct ucall uc;
 
-	vm = kvt_timer_vm_create(&vcpu, guest_arm);
-	guest_timer = timer;
-	sync_global_to_guest(vm, guest_timer);
+	vm = kvt_timer_vm_create_for(&vcpu, guest_arm, timer);
 	TEST_ASSERT_EQ(kvt_vcpu_run_watched(vcpu, &uc, "arming"), UCALL_SYNC);
 	sync_global_from_guest(vm, guest_armed_cnt);
 	sync_global_from_guest(vm, guest_armed_cval);
@@ -261,12 +251,10 @@ static void restore_and_run(enum arch_timer timer, struct timer_regs saved, u64 
 	struct ucall uc;
 	u64 ctl;
 
-	vm = kvt_timer_vm_create(&vcpu, guest_restored);
-	guest_timer = timer;
+	vm = kvt_timer_vm_create_for(&vcpu, guest_restored, timer);
 	guest_saved_cnt = saved.cnt;
 	guest_restored_cval = cval;
 	guest_past = past;
-	sync_global_to_guest(vm, guest_timer);
 	sync_global_to_guest(vm, guest_saved_cnt);
 	sync_global_to_guest(vm, guest_restored_cval);
 	sync_global_to_guest(vm, guest_past);
@@ -317,9 +305,7 @@ static void test_ctl_res0(enum arch_timer timer)
 	int ret;
 
 	/* A vCPU that has run, with the timer armed. */
-	vm = kvt_timer_vm_create(&vcpu, guest_arm);
-	guest_timer = timer;
-	sync_global_to_guest(vm, guest_timer);
+	vm = kvt_timer_vm_create_for(&vcpu, guest_arm, timer);
 	TEST_ASSERT_EQ(kvt_vcpu_run_watched(vcpu, &uc, "arming"), UCALL_SYNC);
 
 	for (val = 0; val <= KVT_CTL_MASK; val++) {

@@ -32,7 +32,7 @@ struct kvt_timer_irqs {
 	u64 ctl;	/* CTL then, before the handler masked the timer */
 };
 
-/* Filled in by the host before the guest runs (kvt_timer_vm_setup). */
+/* Filled in by the host before the guest runs (__kvt_timer_vm_setup()). */
 static u32 kvt_timer_intid[KVT_NR_TIMERS];
 /* Written by the guest, indexed by enum arch_timer (VIRTUAL, PHYSICAL). */
 static struct kvt_timer_irqs kvt_irqs[KVT_NR_TIMERS];
@@ -102,6 +102,18 @@ static inline void kvt_guest_arm(enum arch_timer timer, u64 cval)
 }
 
 /*
+ * Guest: WFI, then a window for a pending interrupt; interrupts masked at
+ * the CPU around it, so that none slips in between a check and the WFI.
+ */
+static inline void kvt_guest_wfi(void)
+{
+	wfi();
+	local_irq_enable();
+	isb();
+	local_irq_disable();
+}
+
+/*
  * Guest: wait (WFI, interrupts unmasked only between two WFIs) until
  * @timer has taken @n interrupts in all.  A lost interrupt blocks here: the
  * host's watchdog (kvt_vcpu_run_watched) ends the test.
@@ -109,12 +121,32 @@ static inline void kvt_guest_arm(enum arch_timer timer, u64 cval)
 static inline void kvt_guest_wait_irqs(enum arch_timer timer, u64 n)
 {
 	local_irq_disable();
-	while (READ_ONCE(kvt_irqs[timer].count) < n) {
-		wfi();
-		local_irq_enable();
-		isb();
-		local_irq_disable();
-	}
+	while (READ_ONCE(kvt_irqs[timer].count) < n)
+		kvt_guest_wfi();
+}
+
+/*
+ * Guest: arm @timer @ms ahead and wait (kvt_guest_wait_irqs()) for its
+ * first interrupt, which must be for that deadline.
+ */
+static inline void kvt_guest_first_irq(enum arch_timer timer, u64 ms)
+{
+	u64 cval = timer_get_cntct(timer) + msec_to_cycles(ms);
+
+	kvt_guest_arm(timer, cval);
+	kvt_guest_wait_irqs(timer, 1);
+	GUEST_ASSERT_EQ(READ_ONCE(kvt_irqs[timer].cval), cval);
+}
+
+/* Guest: spin @ms on @timer's counter, interrupts unmasked at the CPU. */
+static inline void kvt_guest_spin_ms(enum arch_timer timer, u64 ms)
+{
+	u64 end = timer_get_cntct(timer) + msec_to_cycles(ms);
+
+	local_irq_enable();
+	while (timer_get_cntct(timer) < end)
+		cpu_relax();
+	local_irq_disable();
 }
 
 /*
@@ -155,7 +187,16 @@ static inline bool kvt_guest_check_istatus(enum arch_timer timer)
 	return ctl & CTL_ISTATUS;
 }
 
-/* The vGIC device of the VM kvt_timer_vm_setup() set up last. */
+/* Host: the guest's vector table, with @handler for its IRQs. */
+static inline void kvt_vm_irq_handler(struct kvm_vm *vm, struct kvm_vcpu *vcpu,
+				      handler_fn handler)
+{
+	vm_init_descriptor_tables(vm);
+	vm_install_exception_handler(vm, VECTOR_IRQ_CURRENT, handler);
+	vcpu_init_descriptor_tables(vcpu);
+}
+
+/* The vGIC device of the VM __kvt_timer_vm_setup() set up last. */
 static int kvt_gic_fd = -1;
 
 /*
@@ -167,9 +208,7 @@ static inline void __kvt_timer_vm_setup(struct kvm_vm *vm, struct kvm_vcpu *vcpu
 {
 	u32 virq, pirq;
 
-	vm_init_descriptor_tables(vm);
-	vm_install_exception_handler(vm, VECTOR_IRQ_CURRENT, handler);
-	vcpu_init_descriptor_tables(vcpu);
+	kvt_vm_irq_handler(vm, vcpu, handler);
 
 	vcpu_device_attr_get(vcpu, KVM_ARM_VCPU_TIMER_CTRL,
 			     KVM_ARM_VCPU_TIMER_IRQ_VTIMER, &virq);
@@ -181,12 +220,6 @@ static inline void __kvt_timer_vm_setup(struct kvm_vm *vm, struct kvm_vcpu *vcpu
 
 	kvt_gic_fd = vgic_v3_setup(vm, 1, 64);
 	TEST_ASSERT(kvt_gic_fd >= 0, "no vGICv3");
-}
-
-/* The same, with the handler above (kvt_guest_irq_handler()). */
-static inline void kvt_timer_vm_setup(struct kvm_vm *vm, struct kvm_vcpu *vcpu)
-{
-	__kvt_timer_vm_setup(vm, vcpu, kvt_guest_irq_handler);
 }
 
 /*
@@ -201,12 +234,36 @@ static inline void kvt_timer_vm_free(struct kvm_vm *vm)
 	kvm_vm_free(vm);
 }
 
-/* Host: a VM with one vCPU running @guest_code, set up for the timers. */
-static inline struct kvm_vm *kvt_timer_vm_create(struct kvm_vcpu **vcpu, void *guest_code)
+/*
+ * Host: a VM with one vCPU running @guest_code, set up for the timers, its
+ * interrupts handled by @handler.
+ */
+static inline struct kvm_vm *__kvt_timer_vm_create(struct kvm_vcpu **vcpu, void *guest_code,
+						   handler_fn handler)
 {
 	struct kvm_vm *vm = vm_create_with_one_vcpu(vcpu, guest_code);
 
-	kvt_timer_vm_setup(vm, *vcpu);
+	__kvt_timer_vm_setup(vm, *vcpu, handler);
+	return vm;
+}
+
+/* The same, with the handler above (kvt_guest_irq_handler()). */
+static inline struct kvm_vm *kvt_timer_vm_create(struct kvm_vcpu **vcpu, void *guest_code)
+{
+	return __kvt_timer_vm_create(vcpu, guest_code, kvt_guest_irq_handler);
+}
+
+/* Set by the host (kvt_timer_vm_create_for()): the timer the guest tests. */
+static enum arch_timer kvt_guest_timer;
+
+/* Host: kvt_timer_vm_create(), its guest to test @timer (kvt_guest_timer). */
+static inline struct kvm_vm *kvt_timer_vm_create_for(struct kvm_vcpu **vcpu, void *guest_code,
+						     enum arch_timer timer)
+{
+	struct kvm_vm *vm = kvt_timer_vm_create(vcpu, guest_code);
+
+	kvt_guest_timer = timer;
+	sync_global_to_guest(vm, kvt_guest_timer);
 	return vm;
 }
 

@@ -158,10 +158,7 @@ static void guest_timer_init(void)
 /* WFI, then a window for a pending interrupt (interrupts masked around). */
 static void guest_wfi(void)
 {
-	wfi();
-	local_irq_enable();
-	isb();
-	local_irq_disable();
+	kvt_guest_wfi();
 }
 
 /*
@@ -195,10 +192,7 @@ static u64 host_probe(bool *have)
 
 static struct kvm_vm *host_vm_create(struct kvm_vcpu **vcpu)
 {
-	struct kvm_vm *vm = vm_create_with_one_vcpu(vcpu, guest_code);
-
-	__kvt_timer_vm_setup(vm, *vcpu, guest_irq_handler);
-	return vm;
+	return __kvt_timer_vm_create(vcpu, guest_code, guest_irq_handler);
 }
 
 static void host_vm_free(struct kvm_vm *vm)

@@ -28,14 +28,9 @@
 
 static void guest_code(void)
 {
-	u64 cval;
-
 	GUEST_SYNC(1);
 	kvt_guest_timer_init();
-	cval = timer_get_cntct(VIRTUAL) + msec_to_cycles(TIMER_MS);
-	kvt_guest_arm(VIRTUAL, cval);
-	kvt_guest_wait_irqs(VIRTUAL, 1);
-	GUEST_ASSERT_EQ(READ_ONCE(kvt_irqs[VIRTUAL].cval), cval);
+	kvt_guest_first_irq(VIRTUAL, TIMER_MS);
 	GUEST_DONE();
 }
 

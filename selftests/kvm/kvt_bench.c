@@ -224,26 +224,14 @@ static u64 guest_now(void)
 	return timer_get_cycles();
 }
 
-static void guest_set_cmp(u64 when)
-{
-	struct sbiret ret;
-
-	if (guest_mode == MODE_SSTC) {
-		timer_set_cmp(when);
-		return;
-	}
-	ret = kvt_sbi_set_timer(when);
-	GUEST_ASSERT_EQ(ret.error, 0);
-}
-
 static void guest_timer_arm(u64 when)
 {
-	guest_set_cmp(when);
+	kvt_guest_set_cmp(guest_mode == MODE_SSTC, when);
 }
 
 static void guest_timer_stop(void)
 {
-	guest_set_cmp(-1ULL);
+	kvt_guest_set_cmp(guest_mode == MODE_SSTC, -1ULL);
 }
 
 static void guest_timer_init(void)

@@ -50,23 +50,6 @@ static u64 period_us = 1000;
 static bool guest_sstc;
 static u64 gaps[NR_MODES][MAX_DEADLINES];
 
-static void set_cmp(int mode, u64 when)
-{
-	struct sbiret ret;
-
-	if (mode == MODE_SSTC) {
-		timer_set_cmp(when);
-		return;
-	}
-	ret = kvt_sbi_set_timer(when);
-	GUEST_ASSERT_EQ(ret.error, 0);
-}
-
-static bool stip_pending(void)
-{
-	return csr_read(CSR_SIP) & IE_TIE;
-}
-
 /* The longest gap between two counter reads around one deadline. */
 static u64 busy_through(int mode, u64 deadline)
 {
@@ -77,11 +60,11 @@ static u64 busy_through(int mode, u64 deadline)
 	bool seen = false;
 	bool pending;
 
-	set_cmp(mode, deadline);
+	kvt_guest_set_cmp(mode == MODE_SSTC, deadline);
 	prev = timer_get_cycles();
 	for (;;) {
 		/* Pending before this read: never before the deadline. */
-		pending = stip_pending();
+		pending = kvt_guest_stip_pending();
 		now = timer_get_cycles();
 		__GUEST_ASSERT(!pending || now >= deadline,
 			       "%s: interrupt pending at %lu, before its deadline %lu",
@@ -111,7 +94,7 @@ static void guest_code(void)
 		for (i = 0; i < nr_deadlines; i++)
 			gaps[mode][i] = busy_through(mode, timer_get_cycles() +
 						     usec_to_cycles(period_us));
-		set_cmp(mode, -1ULL);
+		kvt_guest_set_cmp(mode == MODE_SSTC, -1ULL);
 	}
 	GUEST_DONE();
 }

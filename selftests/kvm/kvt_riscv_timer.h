@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
- * What kvm_vtimer's RISC-V timer selftests share: the SBI TIME calls and a
- * one-vCPU VM whose guest takes timer interrupts.
+ * What kvm_vtimer's RISC-V timer selftests share: the SBI TIME calls, the
+ * guest's timer by either way, and a one-vCPU VM whose guest takes timer
+ * interrupts.
  */
 #ifndef KVT_RISCV_TIMER_H
 #define KVT_RISCV_TIMER_H
@@ -23,6 +24,25 @@ static inline struct sbiret kvt_sbi_set_timer(u64 deadline)
 {
 	return sbi_ecall(SBI_EXT_TIME, SBI_EXT_TIME_SET_TIMER, deadline,
 			 0, 0, 0, 0, 0);
+}
+
+/* Guest: set the timer to @when, by stimecmp if @sstc, else SBI set_timer. */
+static inline void kvt_guest_set_cmp(bool sstc, u64 when)
+{
+	struct sbiret ret;
+
+	if (sstc) {
+		timer_set_cmp(when);
+		return;
+	}
+	ret = kvt_sbi_set_timer(when);
+	GUEST_ASSERT_EQ(ret.error, 0);
+}
+
+/* Guest: whether the timer interrupt is pending (sip.STIP). */
+static inline bool kvt_guest_stip_pending(void)
+{
+	return csr_read(CSR_SIP) & IE_TIE;
 }
 
 /*

@@ -60,11 +60,6 @@ static void guest_wfi(void)
 	asm volatile("wfi" ::: "memory");
 }
 
-static bool stip_pending(void)
-{
-	return csr_read(CSR_SIP) & IE_TIE;
-}
-
 /* Wait for interrupt number @n, spinning or in WFI, at most @slack_us. */
 static void wait_irq(u64 n, bool wfi, u64 deadline)
 {
@@ -110,16 +105,16 @@ static void guest_past_and_clear(void)
 	/* A past deadline is pending as soon as set_timer returns. */
 	local_irq_disable();
 	sbi_set_timer(timer_get_cycles() - 1000);
-	GUEST_ASSERT(stip_pending());
+	GUEST_ASSERT(kvt_guest_stip_pending());
 	local_irq_enable();
 	GUEST_ASSERT_EQ(READ_ONCE(irq_count), base + 1);
 
 	/* set_timer(-1) clears a pending interrupt ... */
 	local_irq_disable();
 	sbi_set_timer(timer_get_cycles() - 1);
-	GUEST_ASSERT(stip_pending());
+	GUEST_ASSERT(kvt_guest_stip_pending());
 	sbi_set_timer(-1ULL);
-	GUEST_ASSERT(!stip_pending());
+	GUEST_ASSERT(!kvt_guest_stip_pending());
 	local_irq_enable();
 	GUEST_ASSERT_EQ(READ_ONCE(irq_count), base + 1);
 
@@ -131,7 +126,7 @@ static void guest_past_and_clear(void)
 	local_irq_disable();
 	sbi_set_timer(timer_get_cycles() + usec_to_cycles(PERIOD_US));
 	sbi_set_timer(-1ULL);
-	GUEST_ASSERT(!stip_pending());
+	GUEST_ASSERT(!kvt_guest_stip_pending());
 	local_irq_enable();
 	udelay(3 * PERIOD_US);
 	GUEST_ASSERT_EQ(READ_ONCE(irq_count), base + 1);

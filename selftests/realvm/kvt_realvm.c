@@ -69,10 +69,12 @@
 
 #ifdef __riscv
 #define QEMU		"/usr/bin/qemu-system-riscv64"
+#define MACHINE		"virt"
 #define CONSOLE		"ttyS0"
 #define LIBDIR		"/usr/lib/riscv64-linux-gnu"
 #elif defined(__aarch64__)
 #define QEMU		"/usr/bin/qemu-system-aarch64"
+#define MACHINE		"virt,gic-version=3"
 #define CONSOLE		"ttyAMA0"
 #define LIBDIR		"/usr/lib/aarch64-linux-gnu"
 #else
@@ -180,6 +182,18 @@ static void make_fifo(const char *path)
 
 static int mon_in = -1, mon_out = -1;
 
+/* Append the arguments before the NULL to @argv, at *@argc. */
+static void __attribute__((sentinel)) add_args(const char **argv, int *argc, ...)
+{
+	const char *arg;
+	va_list ap;
+
+	va_start(ap, argc);
+	while ((arg = va_arg(ap, const char *)))
+		argv[(*argc)++] = arg;
+	va_end(ap);
+}
+
 static pid_t start_qemu(bool incoming)
 {
 	char smp[16], append[256], incoming_uri[64];
@@ -195,46 +209,25 @@ static pid_t start_qemu(bool incoming)
 		 CONSOLE, step, vcpus, loops);
 	snprintf(incoming_uri, sizeof(incoming_uri), "file:%s", STATE_FILE);
 
-	argv[argc++] = QEMU;
+	add_args(argv, &argc, QEMU, "-M", MACHINE, NULL);
 #ifdef __riscv
-	argv[argc++] = "-M";
-	argv[argc++] = "virt";
-	argv[argc++] = "-bios";
-	argv[argc++] = "none";
-#else
-	argv[argc++] = "-M";
-	argv[argc++] = "virt,gic-version=3";
+	add_args(argv, &argc, "-bios", "none", NULL);
 #endif
-	argv[argc++] = "-accel";
-	argv[argc++] = "kvm";
-	argv[argc++] = "-cpu";
-	argv[argc++] = "host";
-	argv[argc++] = "-smp";
-	argv[argc++] = smp;
-	argv[argc++] = "-m";
-	argv[argc++] = GUEST_MEM;
-	if (huge) {
-		argv[argc++] = "-mem-path";
-		argv[argc++] = HUGE_DIR;
-		argv[argc++] = "-mem-prealloc";
-	}
-	argv[argc++] = "-nodefaults";
-	argv[argc++] = "-display";
-	argv[argc++] = "none";
-	argv[argc++] = "-serial";
-	argv[argc++] = "stdio";
-	argv[argc++] = "-monitor";
-	argv[argc++] = "pipe:" MON;
-	argv[argc++] = "-kernel";
-	argv[argc++] = GUEST_KERNEL;
-	argv[argc++] = "-initrd";
-	argv[argc++] = GUEST_INITRD;
-	argv[argc++] = "-append";
-	argv[argc++] = append;
-	if (incoming) {
-		argv[argc++] = "-incoming";
-		argv[argc++] = incoming_uri;
-	}
+	add_args(argv, &argc, "-accel", "kvm",
+		 "-cpu", "host",
+		 "-smp", smp,
+		 "-m", GUEST_MEM, NULL);
+	if (huge)
+		add_args(argv, &argc, "-mem-path", HUGE_DIR, "-mem-prealloc", NULL);
+	add_args(argv, &argc, "-nodefaults",
+		 "-display", "none",
+		 "-serial", "stdio",
+		 "-monitor", "pipe:" MON,
+		 "-kernel", GUEST_KERNEL,
+		 "-initrd", GUEST_INITRD,
+		 "-append", append, NULL);
+	if (incoming)
+		add_args(argv, &argc, "-incoming", incoming_uri, NULL);
 	argv[argc] = NULL;
 
 	if (pipe2(serial, O_CLOEXEC)) {

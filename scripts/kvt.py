@@ -291,7 +291,7 @@ def why_failed(lines):
     for i, l in enumerate(lines):
         if "Test Assertion Failure" in l:
             for nxt in lines[i + 1:i + 4]:
-                if re.search(r"\S+\.c:\d+", nxt):
+                if re.search(r"\S+\.[ch]:\d+", nxt):
                     return nxt.strip()
     return lines[-1].strip() if lines else ""
 

@@ -736,3 +736,11 @@ class CachePruneTest(unittest.TestCase):
             self.prune(cache)
             self.assertEqual(sorted(p.name for p in cache.iterdir()),
                              ["kernel-riscv-k1", "kernel-riscv-k2", "src-used"])
+
+
+class WhyFailedTest(unittest.TestCase):
+    def test_assertion_in_a_header_or_a_source(self):
+        for where in ("kvt_common.h:120", "kvt_bench.c:48"):
+            lines = ["==== Test Assertion Failure ====", f"  {where}: x == y", "  pid=1"]
+            self.assertEqual(kvt.why_failed(lines), f"{where}: x == y")
+        self.assertEqual(kvt.why_failed(["a", "last"]), "last")

@@ -10,6 +10,7 @@ use std::cell::{Cell, RefCell};
 
 use kvm_vtimer_logic::timer::advance::Advance;
 use kvm_vtimer_logic::timer::clock::Clock;
+use kvm_vtimer_logic::timer::host_timer::HostClock;
 use kvm_vtimer_logic::timer::stats::Kick;
 use kvm_vtimer_logic::timer::vcpu::{
     Expiry, Mode, Platform, Reg, RegError, VcpuTimer, NEVER, STATE_OFF, STATE_ON,
@@ -116,20 +117,11 @@ impl Sim {
     }
 }
 
-impl Platform for Sim {
-    fn host_cycles(&self) -> u64 {
-        self.host_cycles.get()
-    }
+impl HostClock for Sim {
     fn host_ns(&self) -> u64 {
         self.host_cycles
             .set(self.host_cycles.get() + self.stall.take());
         self.ns_at(self.host_cycles.get())
-    }
-    fn time_delta(&self) -> u64 {
-        self.delta.get()
-    }
-    fn set_time_delta(&self, delta: u64) {
-        self.delta.set(delta)
     }
     fn cpu(&self) -> u32 {
         self.cpu.get()
@@ -140,6 +132,18 @@ impl Platform for Sim {
     }
     fn timer_cancel(&self) -> bool {
         self.timer.take().is_some()
+    }
+}
+
+impl Platform for Sim {
+    fn host_cycles(&self) -> u64 {
+        self.host_cycles.get()
+    }
+    fn time_delta(&self) -> u64 {
+        self.delta.get()
+    }
+    fn set_time_delta(&self, delta: u64) {
+        self.delta.set(delta)
     }
     fn irq_raise(&self) -> Kick {
         self.irq_raise_now();
@@ -816,4 +820,57 @@ fn a_vcpu_woken_before_its_early_timer_runs_to_the_deadline() {
     sim.advance(&t, 100);
     assert_eq!(sim.raises.borrow().last(), Some(&(d, d)));
     assert_eq!(sim.spins.get(), 0, "the running vCPU waited");
+}
+
+// The host timer's rules, as `rust/timer/host_timer.rs` has them for both
+// architectures (el1_model.rs pins the same ones for arm64).
+
+#[test]
+fn host_timer_counts_a_migration_when_started_on_another_cpu() {
+    let sim = Sim::new(10_000_000);
+    let t = VcpuTimer::new(Mode::Sbi, Clock::new(10_000_000).unwrap(), Advance::off());
+    t.reset(&sim);
+    let counts = || {
+        let s = t.stats().snapshot();
+        (s.starts, s.migrations)
+    };
+    // The first start has no CPU before it: no migration, on any CPU.
+    sim.cpu.set(3);
+    t.set_timer(&sim, sim.guest() + 1000);
+    assert_eq!(counts(), (1, 0));
+    // Started again on the same CPU: none.
+    t.set_timer(&sim, sim.guest() + 1000);
+    assert_eq!(counts(), (2, 0));
+    sim.advance(&t, 2000);
+    assert_eq!(sim.raises.borrow().len(), 1);
+    // The vCPU moves with no timer armed, then programs one: the start on
+    // the new CPU is a migration.
+    sim.cpu.set(1);
+    t.load(&sim);
+    assert_eq!(counts(), (2, 0));
+    t.set_timer(&sim, sim.guest() + 1000);
+    assert_eq!(counts(), (3, 1));
+    // Loaded elsewhere with the timer armed: the load moves it.
+    sim.cpu.set(2);
+    t.load(&sim);
+    assert_eq!(counts(), (4, 2));
+    assert_eq!(sim.timer.get().map(|(_, cpu)| cpu), Some(2));
+}
+
+#[test]
+fn host_timer_deadline_past_ktime_max_is_never() {
+    for mode in [Mode::Sbi, Mode::Sstc] {
+        let sim = Sim::new(10_000_000);
+        let t = VcpuTimer::new(mode, Clock::new(10_000_000).unwrap(), Advance::off());
+        t.reset(&sim);
+        // 2^62 cycles at 10 MHz: far past the end of ktime_t.
+        let far = sim.guest() + (1 << 62);
+        t.set_timer(&sim, far);
+        t.sync(&sim);
+        sim.blocking.set(true);
+        t.put(&sim);
+        assert_eq!(sim.timer.get(), None, "{mode:?}: host timer started");
+        assert_eq!(t.stats().snapshot().starts, 0);
+        assert_eq!(t.deadline(), far, "{mode:?}: the deadline is kept");
+    }
 }

@@ -29,6 +29,7 @@ use crate::hrtimer::{
 use crate::kvm::{self, Vcpu, VcpuDeinit, VcpuHandle, VcpuInit, VcpuOp};
 use crate::timer::clock::Clock;
 use crate::timer::el1::{self, Decline, El1Timers, Error, Placement, Platform, TimerReg, Which};
+use crate::timer::host_timer::HostClock;
 
 #[path = "arm64/regs.rs"]
 mod regs;
@@ -82,13 +83,27 @@ impl<'a> Host<'a> {
     }
 }
 
+impl HostClock for Host<'_> {
+    fn host_ns(&self) -> u64 {
+        kvm::ktime_ns()
+    }
+
+    fn timer_start(&self, expires_ns: u64) {
+        self.state.timer.start(expires_ns)
+    }
+
+    fn timer_cancel(&self) -> bool {
+        self.state.timer.cancel()
+    }
+
+    fn cpu(&self) -> u32 {
+        kvm::this_cpu()
+    }
+}
+
 impl Platform for Host<'_> {
     fn counter(&self) -> u64 {
         regs::counter()
-    }
-
-    fn host_ns(&self) -> u64 {
-        kvm::ktime_ns()
     }
 
     fn offset(&self, t: Which) -> u64 {
@@ -173,14 +188,6 @@ impl Platform for Host<'_> {
         self.vcpu.irq_setup(direct)
     }
 
-    fn timer_start(&self, expires_ns: u64) {
-        self.state.timer.start(expires_ns)
-    }
-
-    fn timer_cancel(&self) -> bool {
-        self.state.timer.cancel()
-    }
-
     fn wfit_deadline(&self) -> Option<u64> {
         self.vcpu.wfit_deadline()
     }
@@ -191,10 +198,6 @@ impl Platform for Host<'_> {
 
     fn is_blocking(&self) -> bool {
         self.vcpu.is_blocking()
-    }
-
-    fn cpu(&self) -> u32 {
-        kvm::this_cpu()
     }
 
     fn atomic<R>(&self, f: impl FnOnce() -> R) -> R {

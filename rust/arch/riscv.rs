@@ -24,6 +24,7 @@ use crate::hrtimer::{
 use crate::kvm::{self, Vcpu, VcpuDeinit, VcpuHandle, VcpuInit, VcpuOp};
 use crate::timer::advance::Advance;
 use crate::timer::clock::Clock;
+use crate::timer::host_timer::HostClock;
 use crate::timer::stats::Kick;
 use crate::timer::vcpu::{Mode, Platform, Reg, RegError, VcpuTimer};
 
@@ -90,21 +91,9 @@ impl<'a> Host<'a> {
     }
 }
 
-impl Platform for Host<'_> {
-    fn host_cycles(&self) -> u64 {
-        regs::host_cycles()
-    }
-
+impl HostClock for Host<'_> {
     fn host_ns(&self) -> u64 {
         kvm::ktime_ns()
-    }
-
-    fn time_delta(&self) -> u64 {
-        self.vcpu.time_delta()
-    }
-
-    fn set_time_delta(&self, delta: u64) {
-        self.vcpu.set_time_delta(delta)
     }
 
     fn cpu(&self) -> u32 {
@@ -117,6 +106,20 @@ impl Platform for Host<'_> {
 
     fn timer_cancel(&self) -> bool {
         self.state.timer.cancel()
+    }
+}
+
+impl Platform for Host<'_> {
+    fn host_cycles(&self) -> u64 {
+        regs::host_cycles()
+    }
+
+    fn time_delta(&self) -> u64 {
+        self.vcpu.time_delta()
+    }
+
+    fn set_time_delta(&self, delta: u64) {
+        self.vcpu.set_time_delta(delta)
     }
 
     fn irq_raise(&self) -> Kick {

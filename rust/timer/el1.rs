@@ -28,10 +28,11 @@
 //! thread cancels the host timer (waiting for a running callback) before it
 //! changes what the callback reads, and starts it after.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use super::clock::{Clock, Sample};
 use super::cntp::PhysCval;
+use super::host_timer::{again, ktime, HostClock, HostTimer};
 use super::stats::Stats;
 
 /// `CNT*_CTL_EL0.ENABLE`.
@@ -130,12 +131,11 @@ pub fn decline(irqchip_in_kernel: bool, nested: bool) -> Option<Decline> {
 
 pub use super::Expiry;
 
-/// What the timers need from the host.
-pub trait Platform {
+/// What the timers need from the host, besides its clock and host timer
+/// ([`HostClock`]).
+pub trait Platform: HostClock {
     /// The host's physical counter.
     fn counter(&self) -> u64;
-    /// Host monotonic time in ns, the clock of the host timer.
-    fn host_ns(&self) -> u64;
     /// The VM's offset of `t`'s counter from the host counter.
     fn offset(&self, t: Which) -> u64;
     /// Set it (a ONE_REG write of the counter).
@@ -185,19 +185,12 @@ pub trait Platform {
     /// ones to the host's interrupts; first run, in-kernel vGIC only.
     fn irq_setup(&self, direct: &[Which]) -> Result<(), Error>;
 
-    /// Start the vCPU's host timer at absolute `expires_ns`, on this CPU.
-    fn timer_start(&self, expires_ns: u64);
-    /// Stop it; waits for a callback running elsewhere.  Whether it was
-    /// started.
-    fn timer_cancel(&self) -> bool;
     /// The WFIT deadline (virtual counter) if the vCPU waits in WFIT.
     fn wfit_deadline(&self) -> Option<u64>;
     /// Wake the blocked vCPU.
     fn wake(&self);
     /// Whether the vCPU is about to block.
     fn is_blocking(&self) -> bool;
-    /// The CPU this runs on.
-    fn cpu(&self) -> u32;
     /// Run `f` with interrupts off (no load/put, no host interrupt).
     fn atomic<R>(&self, f: impl FnOnce() -> R) -> R;
 }
@@ -236,8 +229,9 @@ pub fn cval_from_tval(tval: u64, now: u64) -> u64 {
 ///
 /// - `loaded` is true only while `enabled`, between a load and the next put;
 ///   the direct timers' registers are then in the hardware.
-/// - The host timer is started only while `scope` is not 0, and on the CPU
-///   the vCPU was on when it was started.
+/// - The host timer is started only while `scope` is not 0, on the CPU
+///   the vCPU was on when it was started, and never past
+///   [`KTIME_MAX`](super::host_timer::KTIME_MAX).
 /// - `level[t]` is the line level last driven for `t`, but false for a
 ///   direct timer that could not fire when it was put: the vGIC lowers
 ///   such a mapped line itself, when the guest deactivates it.
@@ -249,7 +243,7 @@ pub struct El1Timers {
     loaded: AtomicBool,
     level: [AtomicBool; 2],
     scope: AtomicU8,
-    timer_cpu: AtomicU32,
+    host: HostTimer,
     stats: Stats,
 }
 
@@ -263,7 +257,7 @@ impl El1Timers {
             loaded: AtomicBool::new(false),
             level: [AtomicBool::new(false), AtomicBool::new(false)],
             scope: AtomicU8::new(0),
-            timer_cpu: AtomicU32::new(0),
+            host: HostTimer::new(),
             stats: Stats::new(),
         }
     }
@@ -390,22 +384,18 @@ impl El1Timers {
     }
 
     fn cancel<P: Platform>(&self, p: &P) {
-        if p.timer_cancel() {
-            self.stats.cancel();
-        }
+        self.host.cancel(p, &self.stats);
         self.scope.store(0, Ordering::Relaxed);
     }
 
-    /// Start the host timer at host time `at` (ns) for `scope`.
+    /// Start the host timer at host time `at` (ns) for `scope`; not past
+    /// the end of host time, where nothing ever fires ([`HostTimer::start`]).
     fn start<P: Platform>(&self, p: &P, scope: u8, at: u64) {
-        let cpu = p.cpu();
-        if self.timer_cpu.swap(cpu, Ordering::Relaxed) != cpu {
-            self.stats.migration();
-        }
+        let Some(at) = ktime(at) else {
+            return;
+        };
         self.scope.store(scope, Ordering::Relaxed);
-        self.stats.start();
-        // Saturate at ktime_t's end (`i64::MAX` ns).
-        p.timer_start(at.min(i64::MAX as u64));
+        self.host.start(p, &self.stats, at);
     }
 
     /// The earliest host time (ns) at which something in `scope` fires,
@@ -585,8 +575,9 @@ impl El1Timers {
             }
         }
         match next {
-            // Early (the host clock ran ahead of the counter): again.
-            Some(at) => Expiry::Again(at.min(i64::MAX as u64)),
+            // Early (the host clock ran ahead of the counter): again,
+            // unless past the end of host time.
+            Some(at) => again(at),
             None => Expiry::Done,
         }
     }

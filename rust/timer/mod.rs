@@ -9,6 +9,7 @@ pub mod advance;
 pub mod clock;
 pub mod cntp;
 pub mod el1;
+pub mod host_timer;
 pub mod stats;
 pub mod vcpu;
 

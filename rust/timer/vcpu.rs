@@ -28,10 +28,11 @@
 //! running callback) before it changes them, and starts it after, so the
 //! timer's own lock orders the two sides.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::advance::Advance;
 use super::clock::{Clock, Sample};
+use super::host_timer::{ktime, HostClock, HostTimer};
 use super::stats::{Kick, Stats};
 
 /// No advance was applied to the armed host timer (it was started when
@@ -92,25 +93,16 @@ pub enum RegError {
     Invalid,
 }
 
-/// What the timer needs from the host: the kernel glue implements it with
-/// CSRs, hrtimers and KVM calls; the host tests with a simulation.
-pub trait Platform {
+/// What the timer needs from the host, besides its clock and host timer
+/// ([`HostClock`]): the kernel glue implements it with CSRs and KVM calls;
+/// the host tests with a simulation.
+pub trait Platform: HostClock {
     /// The host's counter (the `time` CSR).
     fn host_cycles(&self) -> u64;
-    /// Host monotonic time in ns, the clock of the host timer.
-    fn host_ns(&self) -> u64;
     /// The VM's offset from host to guest counter (`htimedelta`).
     fn time_delta(&self) -> u64;
     /// Set the VM's counter offset.
     fn set_time_delta(&self, delta: u64);
-    /// The CPU this runs on.
-    fn cpu(&self) -> u32;
-
-    /// Start the vCPU's host timer at absolute `expires_ns`, on this CPU.
-    fn timer_start(&self, expires_ns: u64);
-    /// Stop the host timer; waits for a callback running elsewhere.
-    /// Whether it was started.
-    fn timer_cancel(&self) -> bool;
 
     /// Make the VS-level timer interrupt pending and kick the vCPU.
     fn irq_raise(&self) -> Kick;
@@ -146,7 +138,8 @@ pub trait Platform {
 /// # Invariants
 ///
 /// - The host timer is started only while `armed` is true, and never for
-///   [`NEVER`] or an expiry past `i64::MAX` ns (`ktime_t`'s end).
+///   [`NEVER`] or an expiry past [`KTIME_MAX`](super::host_timer::KTIME_MAX)
+///   ([`HostTimer::start`]).
 /// - In [`Mode::Sbi`], `armed` means a deadline is programmed and its
 ///   interrupt not yet raised.  In [`Mode::Sstc`], it means the wake timer of
 ///   a blocked vCPU is armed.
@@ -163,7 +156,7 @@ pub struct VcpuTimer {
     armed: AtomicBool,
     /// The deadline whose interrupt was last raised (SBI), [`NEVER`] if none.
     fired: AtomicU64,
-    timer_cpu: AtomicU32,
+    host: HostTimer,
     entry: AtomicU64,
     adv_used: AtomicU64,
     advance: Advance,
@@ -179,7 +172,7 @@ impl VcpuTimer {
             deadline: AtomicU64::new(NEVER),
             armed: AtomicBool::new(false),
             fired: AtomicU64::new(NEVER),
-            timer_cpu: AtomicU32::new(0),
+            host: HostTimer::new(),
             entry: AtomicU64::new(NEVER),
             adv_used: AtomicU64::new(NOT_TUNABLE),
             advance,
@@ -230,11 +223,7 @@ impl VcpuTimer {
             return None;
         }
         let now = s.cycles.wrapping_add(p.time_delta());
-        match self.clock.expiry(s, now, deadline) {
-            // ktime_t is signed: a later expiry is "never" to the host.
-            ns if ns <= i64::MAX as u64 => Some(ns),
-            _ => None,
-        }
+        ktime(self.clock.expiry(s, now, deadline))
     }
 
     /// Arm for `deadline`: the host timer starts, early by the advance
@@ -273,9 +262,7 @@ impl VcpuTimer {
             NOT_TUNABLE
         };
         self.adv_used.store(used, Ordering::Relaxed);
-        self.timer_cpu.store(p.cpu(), Ordering::Relaxed);
-        self.stats.start();
-        p.timer_start(ns - self.advance_in_use());
+        self.host.start(p, &self.stats, ns - self.advance_in_use());
     }
 
     /// Disarm, then stop the host timer: a load in between (`set_timer`
@@ -289,8 +276,7 @@ impl VcpuTimer {
     /// Stop the host timer; one stopped before it fired delivers nothing
     /// to measure.
     fn cancel<P: Platform>(&self, p: &P) {
-        if p.timer_cancel() {
-            self.stats.cancel();
+        if self.host.cancel(p, &self.stats) {
             self.adv_used.store(NOT_TUNABLE, Ordering::Relaxed);
         }
     }
@@ -511,17 +497,16 @@ impl VcpuTimer {
             }
             Mode::Sbi => {
                 p.load_csrs(p.time_delta(), None);
-                if self.armed() && self.timer_cpu.load(Ordering::Relaxed) != p.cpu() {
+                if self.armed() && !self.host.started_here(p) {
                     // Follow the vCPU: expire on the CPU it runs on, so the
                     // interrupt needs no IPI to reach it.  The callback may
                     // have run on the old CPU meanwhile: only a timer still
                     // armed after the cancel, and not already delivered
                     // for guest entry, is started again, or the interrupt
-                    // would come twice.
+                    // would come twice.  The start counts the migration.
                     p.timer_cancel();
                     let deadline = self.deadline();
                     if self.armed() && self.entry.load(Ordering::Acquire) != deadline {
-                        self.stats.migration();
                         self.arm(p, deadline);
                     }
                 }
@@ -541,7 +526,7 @@ impl VcpuTimer {
                 && self.advance.enabled()
                 && self.armed()
                 && self.adv_used.load(Ordering::Relaxed) == NOT_TUNABLE
-                && self.timer_cpu.load(Ordering::Relaxed) == p.cpu()
+                && self.host.started_here(p)
                 && p.irq_enabled()
             {
                 self.rearm(p);

@@ -10,6 +10,7 @@ use crate::hrtimer::{end_run, Hr, Wait};
 use crate::sched::{self, Actor, World};
 use crate::timer::advance::Advance;
 use crate::timer::clock::Clock;
+use crate::timer::host_timer::HostClock;
 use crate::timer::stats::Kick;
 use crate::timer::vcpu::{Mode, Platform, Reg, VcpuTimer, NEVER, STATE_OFF, STATE_ON};
 
@@ -288,19 +289,9 @@ impl Rv {
     }
 }
 
-impl Platform for Rv {
-    fn host_cycles(&self) -> u64 {
-        self.lock().now
-    }
+impl HostClock for Rv {
     fn host_ns(&self) -> u64 {
         self.lock().now
-    }
-    fn time_delta(&self) -> u64 {
-        self.lock().delta
-    }
-    fn set_time_delta(&self, delta: u64) {
-        sched::point("set_time_delta");
-        self.lock().delta = delta;
     }
     fn cpu(&self) -> u32 {
         self.lock().cpu_of(me())
@@ -338,6 +329,19 @@ impl Platform for Rv {
         let was = matches!(w.hr, Hr::Queued { .. });
         w.hr = Hr::Idle;
         was
+    }
+}
+
+impl Platform for Rv {
+    fn host_cycles(&self) -> u64 {
+        self.lock().now
+    }
+    fn time_delta(&self) -> u64 {
+        self.lock().delta
+    }
+    fn set_time_delta(&self, delta: u64) {
+        sched::point("set_time_delta");
+        self.lock().delta = delta;
     }
     fn irq_raise(&self) -> Kick {
         sched::point("irq_raise");

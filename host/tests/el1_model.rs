@@ -14,6 +14,7 @@ use kvm_vtimer_logic::timer::el1::{
     CTL_ISTATUS,
 };
 use kvm_vtimer_logic::timer::host_timer::HostClock;
+use kvm_vtimer_logic::timer::VcpuLogic;
 
 fn idx(t: Which) -> usize {
     match t {

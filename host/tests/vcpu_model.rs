@@ -15,6 +15,7 @@ use kvm_vtimer_logic::timer::stats::Kick;
 use kvm_vtimer_logic::timer::vcpu::{
     Expiry, Mode, Platform, Reg, RegError, VcpuTimer, NEVER, STATE_OFF, STATE_ON,
 };
+use kvm_vtimer_logic::timer::VcpuLogic;
 use proptest::prelude::*;
 
 /// A simulated host.  Host time in ns is derived from the host counter.

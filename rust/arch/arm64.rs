@@ -30,6 +30,7 @@ use crate::kvm::{self, Vcpu, VcpuDeinit, VcpuHandle, VcpuInit, VcpuOp};
 use crate::timer::clock::Clock;
 use crate::timer::el1::{self, Decline, El1Timers, Error, Placement, Platform, TimerReg, Which};
 use crate::timer::host_timer::HostClock;
+use crate::timer::VcpuLogic;
 
 #[path = "arm64/regs.rs"]
 mod regs;

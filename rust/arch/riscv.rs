@@ -27,6 +27,7 @@ use crate::timer::clock::Clock;
 use crate::timer::host_timer::HostClock;
 use crate::timer::stats::Kick;
 use crate::timer::vcpu::{Mode, Platform, Reg, RegError, VcpuTimer};
+use crate::timer::VcpuLogic;
 
 #[path = "riscv/regs.rs"]
 mod regs;

@@ -34,6 +34,7 @@ use super::clock::{Clock, Sample};
 use super::cntp::PhysCval;
 use super::host_timer::{again, ktime, HostClock, HostTimer};
 use super::stats::Stats;
+use super::VcpuLogic;
 
 /// `CNT*_CTL_EL0.ENABLE`.
 pub const CTL_ENABLE: u64 = 1 << 0;
@@ -460,76 +461,6 @@ impl El1Timers {
         Ok(())
     }
 
-    /// vCPU load (sched-in or ioctl), preemption disabled.
-    pub fn load<P: Platform>(&self, p: &P) {
-        if !self.enabled() {
-            return;
-        }
-        // The host timer was armed on the CPU the vCPU left, or watches a
-        // timer that is about to be loaded: stop it first.
-        self.cancel(p);
-        for t in Which::ALL {
-            if !self.direct(t) {
-                continue;
-            }
-            // The line as the saved registers say, so that it matches the
-            // state about to be loaded; an expiry in between is taken by
-            // the host interrupt anyway.
-            let fire = self.should_fire(p, t);
-            self.set_level(p, t, fire);
-            // The host's interrupt stays active while the guest has the
-            // line (or the mapped interrupt) active, so that it does not
-            // interrupt the host again for the same expiry.
-            let active = fire || (p.irqchip_in_kernel() && p.irq_map_active(t));
-            p.host_irq_set_active(t, active);
-        }
-        p.atomic(|| {
-            for t in Which::ALL {
-                if self.direct(t) {
-                    self.hw_load(p, t, p.ctl(t), p.cval(t));
-                }
-            }
-            self.loaded.store(true, Ordering::Relaxed);
-        });
-        for t in Which::ALL {
-            if !self.direct(t) {
-                self.emulate(p, t);
-            }
-        }
-        p.set_traps();
-    }
-
-    /// vCPU put (sched-out or ioctl), preemption disabled.
-    pub fn put<P: Platform>(&self, p: &P) {
-        if !self.enabled() {
-            return;
-        }
-        p.atomic(|| {
-            if !self.loaded.swap(false, Ordering::Relaxed) {
-                return;
-            }
-            for t in Which::ALL {
-                if self.direct(t) {
-                    let (ctl, cval) = self.hw_save(p, t);
-                    if !(can_fire(ctl) && ctl & CTL_ISTATUS != 0) {
-                        // Its line is low, or the vGIC lowers it at the
-                        // guest's deactivation: an expiry from now on is a
-                        // new edge (counted by `set_level`).
-                        self.level[t.idx()].store(false, Ordering::Relaxed);
-                    }
-                    p.set_ctl(t, ctl & !CTL_ISTATUS);
-                    p.set_cval(t, cval);
-                }
-            }
-        });
-        // The emulated timer's host timer follows the vCPU: re-armed at
-        // the next load, on that CPU.
-        self.cancel(p);
-        if p.is_blocking() {
-            self.block(p);
-        }
-    }
-
     /// The vCPU blocks: wake it at its earliest timer or WFIT deadline.
     ///
     /// Only the host timer may raise a line here, never this function:
@@ -546,39 +477,6 @@ impl El1Timers {
             (true, _) => self.start(p, scope, p.host_ns()),
             (false, Some(at)) => self.start(p, scope, at),
             (false, None) => {}
-        }
-    }
-
-    /// The host timer's callback.
-    pub fn expired<P: Platform>(&self, p: &P) -> Expiry {
-        let scope = self.scope.load(Ordering::Relaxed);
-        let mut fired = false;
-        let next = self.scan(p, scope, |t| {
-            self.set_level(p, t, true);
-            fired = true;
-        });
-        if fired {
-            if !p.irqchip_in_kernel() {
-                // No vGIC to wake the vCPU for its line: wake it, and KVM
-                // finds the lines to tell userspace
-                // (`kvm_arch_vcpu_runnable()`).
-                p.wake();
-            }
-            return Expiry::Done;
-        }
-        if scope & SCOPE_WFIT != 0 {
-            if let Some(d) = p.wfit_deadline() {
-                if d <= self.now(p, Which::Virt) {
-                    p.wake();
-                    return Expiry::Done;
-                }
-            }
-        }
-        match next {
-            // Early (the host clock ran ahead of the counter): again,
-            // unless past the end of host time.
-            Some(at) => again(at),
-            None => Expiry::Done,
         }
     }
 
@@ -606,12 +504,6 @@ impl El1Timers {
         self.should_fire(p, t)
     }
 
-    /// Whether a WFIT wait is over (`kvm_cpu_has_pending_timer`).
-    pub fn pending<P: Platform>(&self, p: &P) -> bool {
-        p.wfit_deadline()
-            .is_some_and(|d| d <= self.now(p, Which::Virt))
-    }
-
     /// After a guest exit, userspace irqchip: a direct timer whose line
     /// dropped may interrupt the host again.
     pub fn sync_user<P: Platform>(&self, p: &P) {
@@ -632,23 +524,6 @@ impl El1Timers {
             self.should_fire(p, Which::Virt),
             self.should_fire(p, Which::Phys),
         ]
-    }
-
-    /// vCPU reset (KVM_ARM_VCPU_INIT), put, preemption disabled.
-    pub fn reset<P: Platform>(&self, p: &P) {
-        self.cancel(p);
-        for t in Which::ALL {
-            // Disabled and unmasked, as KVM has always reset them.
-            p.set_ctl(t, 0);
-        }
-        if self.enabled() {
-            for t in Which::ALL {
-                self.set_level(p, t, false);
-                if self.direct(t) && p.irqchip_in_kernel() {
-                    p.irq_map_reset(t);
-                }
-            }
-        }
     }
 
     /// Read register `r` of `t` (ONE_REG or a trapped access).
@@ -731,6 +606,134 @@ impl El1Timers {
             _ => {
                 self.guest_write(p, t, r, val);
                 Ok(())
+            }
+        }
+    }
+}
+
+impl<P: Platform> VcpuLogic<P> for El1Timers {
+    /// vCPU load (sched-in or ioctl), preemption disabled.
+    fn load(&self, p: &P) {
+        if !self.enabled() {
+            return;
+        }
+        // The host timer was armed on the CPU the vCPU left, or watches a
+        // timer that is about to be loaded: stop it first.
+        self.cancel(p);
+        for t in Which::ALL {
+            if !self.direct(t) {
+                continue;
+            }
+            // The line as the saved registers say, so that it matches the
+            // state about to be loaded; an expiry in between is taken by
+            // the host interrupt anyway.
+            let fire = self.should_fire(p, t);
+            self.set_level(p, t, fire);
+            // The host's interrupt stays active while the guest has the
+            // line (or the mapped interrupt) active, so that it does not
+            // interrupt the host again for the same expiry.
+            let active = fire || (p.irqchip_in_kernel() && p.irq_map_active(t));
+            p.host_irq_set_active(t, active);
+        }
+        p.atomic(|| {
+            for t in Which::ALL {
+                if self.direct(t) {
+                    self.hw_load(p, t, p.ctl(t), p.cval(t));
+                }
+            }
+            self.loaded.store(true, Ordering::Relaxed);
+        });
+        for t in Which::ALL {
+            if !self.direct(t) {
+                self.emulate(p, t);
+            }
+        }
+        p.set_traps();
+    }
+
+    /// vCPU put (sched-out or ioctl), preemption disabled.
+    fn put(&self, p: &P) {
+        if !self.enabled() {
+            return;
+        }
+        p.atomic(|| {
+            if !self.loaded.swap(false, Ordering::Relaxed) {
+                return;
+            }
+            for t in Which::ALL {
+                if self.direct(t) {
+                    let (ctl, cval) = self.hw_save(p, t);
+                    if !(can_fire(ctl) && ctl & CTL_ISTATUS != 0) {
+                        // Its line is low, or the vGIC lowers it at the
+                        // guest's deactivation: an expiry from now on is a
+                        // new edge (counted by `set_level`).
+                        self.level[t.idx()].store(false, Ordering::Relaxed);
+                    }
+                    p.set_ctl(t, ctl & !CTL_ISTATUS);
+                    p.set_cval(t, cval);
+                }
+            }
+        });
+        // The emulated timer's host timer follows the vCPU: re-armed at
+        // the next load, on that CPU.
+        self.cancel(p);
+        if p.is_blocking() {
+            self.block(p);
+        }
+    }
+
+    /// The host timer's callback.
+    fn expired(&self, p: &P) -> Expiry {
+        let scope = self.scope.load(Ordering::Relaxed);
+        let mut fired = false;
+        let next = self.scan(p, scope, |t| {
+            self.set_level(p, t, true);
+            fired = true;
+        });
+        if fired {
+            if !p.irqchip_in_kernel() {
+                // No vGIC to wake the vCPU for its line: wake it, and KVM
+                // finds the lines to tell userspace
+                // (`kvm_arch_vcpu_runnable()`).
+                p.wake();
+            }
+            return Expiry::Done;
+        }
+        if scope & SCOPE_WFIT != 0 {
+            if let Some(d) = p.wfit_deadline() {
+                if d <= self.now(p, Which::Virt) {
+                    p.wake();
+                    return Expiry::Done;
+                }
+            }
+        }
+        match next {
+            // Early (the host clock ran ahead of the counter): again,
+            // unless past the end of host time.
+            Some(at) => again(at),
+            None => Expiry::Done,
+        }
+    }
+
+    /// Whether a WFIT wait is over (`kvm_cpu_has_pending_timer`).
+    fn pending(&self, p: &P) -> bool {
+        p.wfit_deadline()
+            .is_some_and(|d| d <= self.now(p, Which::Virt))
+    }
+
+    /// vCPU reset (KVM_ARM_VCPU_INIT), put, preemption disabled.
+    fn reset(&self, p: &P) {
+        self.cancel(p);
+        for t in Which::ALL {
+            // Disabled and unmasked, as KVM has always reset them.
+            p.set_ctl(t, 0);
+        }
+        if self.enabled() {
+            for t in Which::ALL {
+                self.set_level(p, t, false);
+                if self.direct(t) && p.irqchip_in_kernel() {
+                    p.irq_map_reset(t);
+                }
             }
         }
     }

@@ -34,6 +34,7 @@ use super::advance::Advance;
 use super::clock::{Clock, Sample};
 use super::host_timer::{ktime, HostClock, HostTimer};
 use super::stats::{Kick, Stats};
+use super::VcpuLogic;
 
 /// No advance was applied to the armed host timer (it was started when
 /// its deadline had already passed, or advance is off): the delivery says
@@ -356,79 +357,6 @@ impl VcpuTimer {
         self.stats.kick(p.irq_raise());
     }
 
-    /// The host timer's callback.
-    pub fn expired<P: Platform>(&self, p: &P) -> Expiry {
-        let deadline = self.deadline.load(Ordering::Acquire);
-        if deadline == NEVER {
-            self.armed.store(false, Ordering::Release);
-            return Expiry::Done;
-        }
-        let due = self.guest_cycles(p) >= deadline;
-        if !due {
-            // Early.  By the advance: deliver now, the vCPU waits out the
-            // rest at guest entry.  By more (a clock adjustment, or the
-            // counter offset moved back): still armed, at the deadline's
-            // new host time less the advance, if it has one.
-            let s = self.sample(p);
-            let Some(ns) = self.expiry_ns(p, s, deadline) else {
-                return Expiry::Done;
-            };
-            let used = self.advance_in_use();
-            let at = ns.saturating_sub(used);
-            if s.ns < at {
-                return Expiry::Again(at);
-            }
-            if used != 0 && s.ns < ns && !p.is_blocking() {
-                // Early for a vCPU that blocked, but it no longer does (it
-                // was woken otherwise and has not entered the guest yet):
-                // at the deadline itself, so that it does not wait for it.
-                self.adv_used.store(NOT_TUNABLE, Ordering::Relaxed);
-                return Expiry::Again(ns);
-            }
-            let rest = deadline - self.guest_cycles(p);
-            if self.clock.cycles_to_ns_ceil(rest) > self.advance.max_ns() {
-                // A counter coarser than the advance: no early delivery
-                // could be waited out at entry.
-                return Expiry::Again(ns);
-            }
-        }
-        match self.mode {
-            Mode::Sbi if due => {
-                self.armed.store(false, Ordering::Release);
-                self.raise(p, deadline);
-            }
-            Mode::Sbi => {
-                // Still armed (its interrupt is not raised yet), but the
-                // host timer is done: pre_enter raises it.
-                self.entry.store(deadline, Ordering::Release);
-                self.stats.kick(p.kick());
-            }
-            Mode::Sstc => {
-                self.armed.store(false, Ordering::Release);
-                self.entry.store(deadline, Ordering::Release);
-                self.stats.irq(false);
-                self.stats.kick(p.kick());
-            }
-        }
-        Expiry::Done
-    }
-
-    /// Whether the timer should wake the (blocked) vCPU.
-    pub fn pending<P: Platform>(&self, p: &P) -> bool {
-        let deadline = self.deadline();
-        // Delivered by the host timer, for guest entry.
-        let delivered = deadline != NEVER && self.entry.load(Ordering::Acquire) == deadline;
-        match self.mode {
-            Mode::Sstc => {
-                // A masked timer does not end WFI (it would spin).
-                p.irq_enabled()
-                    && deadline != NEVER
-                    && (delivered || self.guest_cycles(p) >= deadline)
-            }
-            Mode::Sbi => p.irq_pending() || (delivered && p.irq_enabled()),
-        }
-    }
-
     /// Just before guest entry, interrupts disabled, the vCPU loaded here.
     /// A delivery that fired early waits out the rest of its deadline (SBI:
     /// then raises it); every delivery is measured and tunes the advance.
@@ -485,77 +413,11 @@ impl VcpuTimer {
         }
     }
 
-    /// The vCPU is loaded on this CPU.
-    pub fn load<P: Platform>(&self, p: &P) {
-        match self.mode {
-            Mode::Sstc => {
-                p.load_csrs(p.time_delta(), Some(self.deadline()));
-                if self.armed() {
-                    // Running again: the wake timer is not needed.
-                    self.disarm(p);
-                }
-            }
-            Mode::Sbi => {
-                p.load_csrs(p.time_delta(), None);
-                if self.armed() && !self.host.started_here(p) {
-                    // Follow the vCPU: expire on the CPU it runs on, so the
-                    // interrupt needs no IPI to reach it.  The callback may
-                    // have run on the old CPU meanwhile: only a timer still
-                    // armed after the cancel, and not already delivered
-                    // for guest entry, is started again, or the interrupt
-                    // would come twice.  The start counts the migration.
-                    p.timer_cancel();
-                    let deadline = self.deadline();
-                    if self.armed() && self.entry.load(Ordering::Acquire) != deadline {
-                        self.arm(p, deadline);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The vCPU is put (sched-out, or the end of an ioctl).  When it is
-    /// about to block in WFI, put runs from the scheduler with interrupts
-    /// off.
-    pub fn put<P: Platform>(&self, p: &P) {
-        if self.mode != Mode::Sstc {
-            // Blocking: the host timer armed at the deadline while the vCPU
-            // ran now fires early by the advance, to wake it in time.  Not
-            // for a masked timer, which does not end WFI.
-            if p.is_blocking()
-                && self.advance.enabled()
-                && self.armed()
-                && self.adv_used.load(Ordering::Relaxed) == NOT_TUNABLE
-                && self.host.started_here(p)
-                && p.irq_enabled()
-            {
-                self.rearm(p);
-            }
-            return;
-        }
-        // vstimecmp is saved by sync() after every exit.  Stop this hart's
-        // copy: once it passed, a stale deadline would leave VSTIP pending
-        // on a CPU that runs no guest, which then cannot idle in WFI.
-        p.load_csrs(p.time_delta(), Some(NEVER));
-        if p.is_blocking() && p.irq_enabled() {
-            self.arm(p, self.deadline());
-        }
-    }
-
     /// After every guest exit, interrupts disabled.
     pub fn sync<P: Platform>(&self, p: &P) {
         if self.mode == Mode::Sstc {
             self.deadline.store(p.read_compare(), Ordering::Release);
         }
-    }
-
-    /// vCPU reset (and creation): no deadline.  Runs with preemption
-    /// disabled; the host timer is a hard one, so cancelling never sleeps.
-    pub fn reset<P: Platform>(&self, p: &P) {
-        self.disarm(p);
-        self.entry.store(NEVER, Ordering::Release);
-        self.fired.store(NEVER, Ordering::Release);
-        self.deadline.store(NEVER, Ordering::Release);
     }
 
     /// vCPU destruction.
@@ -635,5 +497,146 @@ impl VcpuTimer {
                 _ => Err(RegError::Invalid),
             },
         }
+    }
+}
+
+impl<P: Platform> VcpuLogic<P> for VcpuTimer {
+    /// The host timer's callback.
+    fn expired(&self, p: &P) -> Expiry {
+        let deadline = self.deadline.load(Ordering::Acquire);
+        if deadline == NEVER {
+            self.armed.store(false, Ordering::Release);
+            return Expiry::Done;
+        }
+        let due = self.guest_cycles(p) >= deadline;
+        if !due {
+            // Early.  By the advance: deliver now, the vCPU waits out the
+            // rest at guest entry.  By more (a clock adjustment, or the
+            // counter offset moved back): still armed, at the deadline's
+            // new host time less the advance, if it has one.
+            let s = self.sample(p);
+            let Some(ns) = self.expiry_ns(p, s, deadline) else {
+                return Expiry::Done;
+            };
+            let used = self.advance_in_use();
+            let at = ns.saturating_sub(used);
+            if s.ns < at {
+                return Expiry::Again(at);
+            }
+            if used != 0 && s.ns < ns && !p.is_blocking() {
+                // Early for a vCPU that blocked, but it no longer does (it
+                // was woken otherwise and has not entered the guest yet):
+                // at the deadline itself, so that it does not wait for it.
+                self.adv_used.store(NOT_TUNABLE, Ordering::Relaxed);
+                return Expiry::Again(ns);
+            }
+            let rest = deadline - self.guest_cycles(p);
+            if self.clock.cycles_to_ns_ceil(rest) > self.advance.max_ns() {
+                // A counter coarser than the advance: no early delivery
+                // could be waited out at entry.
+                return Expiry::Again(ns);
+            }
+        }
+        match self.mode {
+            Mode::Sbi if due => {
+                self.armed.store(false, Ordering::Release);
+                self.raise(p, deadline);
+            }
+            Mode::Sbi => {
+                // Still armed (its interrupt is not raised yet), but the
+                // host timer is done: pre_enter raises it.
+                self.entry.store(deadline, Ordering::Release);
+                self.stats.kick(p.kick());
+            }
+            Mode::Sstc => {
+                self.armed.store(false, Ordering::Release);
+                self.entry.store(deadline, Ordering::Release);
+                self.stats.irq(false);
+                self.stats.kick(p.kick());
+            }
+        }
+        Expiry::Done
+    }
+
+    /// Whether the timer should wake the (blocked) vCPU.
+    fn pending(&self, p: &P) -> bool {
+        let deadline = self.deadline();
+        // Delivered by the host timer, for guest entry.
+        let delivered = deadline != NEVER && self.entry.load(Ordering::Acquire) == deadline;
+        match self.mode {
+            Mode::Sstc => {
+                // A masked timer does not end WFI (it would spin).
+                p.irq_enabled()
+                    && deadline != NEVER
+                    && (delivered || self.guest_cycles(p) >= deadline)
+            }
+            Mode::Sbi => p.irq_pending() || (delivered && p.irq_enabled()),
+        }
+    }
+
+    /// The vCPU is loaded on this CPU.
+    fn load(&self, p: &P) {
+        match self.mode {
+            Mode::Sstc => {
+                p.load_csrs(p.time_delta(), Some(self.deadline()));
+                if self.armed() {
+                    // Running again: the wake timer is not needed.
+                    self.disarm(p);
+                }
+            }
+            Mode::Sbi => {
+                p.load_csrs(p.time_delta(), None);
+                if self.armed() && !self.host.started_here(p) {
+                    // Follow the vCPU: expire on the CPU it runs on, so the
+                    // interrupt needs no IPI to reach it.  The callback may
+                    // have run on the old CPU meanwhile: only a timer still
+                    // armed after the cancel, and not already delivered
+                    // for guest entry, is started again, or the interrupt
+                    // would come twice.  The start counts the migration.
+                    p.timer_cancel();
+                    let deadline = self.deadline();
+                    if self.armed() && self.entry.load(Ordering::Acquire) != deadline {
+                        self.arm(p, deadline);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The vCPU is put (sched-out, or the end of an ioctl).  When it is
+    /// about to block in WFI, put runs from the scheduler with interrupts
+    /// off.
+    fn put(&self, p: &P) {
+        if self.mode != Mode::Sstc {
+            // Blocking: the host timer armed at the deadline while the vCPU
+            // ran now fires early by the advance, to wake it in time.  Not
+            // for a masked timer, which does not end WFI.
+            if p.is_blocking()
+                && self.advance.enabled()
+                && self.armed()
+                && self.adv_used.load(Ordering::Relaxed) == NOT_TUNABLE
+                && self.host.started_here(p)
+                && p.irq_enabled()
+            {
+                self.rearm(p);
+            }
+            return;
+        }
+        // vstimecmp is saved by sync() after every exit.  Stop this hart's
+        // copy: once it passed, a stale deadline would leave VSTIP pending
+        // on a CPU that runs no guest, which then cannot idle in WFI.
+        p.load_csrs(p.time_delta(), Some(NEVER));
+        if p.is_blocking() && p.irq_enabled() {
+            self.arm(p, self.deadline());
+        }
+    }
+
+    /// vCPU reset (and creation): no deadline.  Runs with preemption
+    /// disabled; the host timer is a hard one, so cancelling never sleeps.
+    fn reset(&self, p: &P) {
+        self.disarm(p);
+        self.entry.store(NEVER, Ordering::Release);
+        self.fired.store(NEVER, Ordering::Release);
+        self.deadline.store(NEVER, Ordering::Release);
     }
 }

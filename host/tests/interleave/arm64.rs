@@ -17,6 +17,7 @@ use crate::timer::el1::{
     can_fire, El1Timers, Error, Placement, Platform, TimerReg, Which, CTL_IMASK, CTL_ISTATUS,
 };
 use crate::timer::host_timer::HostClock;
+use crate::timer::VcpuLogic;
 
 /// The actors, by index.
 pub const VCPU: usize = 0;

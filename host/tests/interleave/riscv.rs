@@ -13,6 +13,7 @@ use crate::timer::clock::Clock;
 use crate::timer::host_timer::HostClock;
 use crate::timer::stats::Kick;
 use crate::timer::vcpu::{Mode, Platform, Reg, VcpuTimer, NEVER, STATE_OFF, STATE_ON};
+use crate::timer::VcpuLogic;
 
 /// The actors, by index.
 pub const VCPU: usize = 0;

@@ -10,7 +10,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::hrtimer::{end_run, Hr, Wait};
+use crate::hrtimer::{self, end_run, Hr, Wait};
 use crate::sched::{self, Actor, World};
 use crate::timer::clock::Clock;
 use crate::timer::el1::{
@@ -331,44 +331,7 @@ impl Arm {
     }
 }
 
-impl HostClock for Arm {
-    fn host_ns(&self) -> u64 {
-        self.lock().now
-    }
-    fn timer_start(&self, expires_ns: u64) {
-        sched::point(format!("timer_start({expires_ns})"));
-        if me() == TIMER {
-            sched::fail("the callback starts its own timer");
-        }
-        let mut w = self.lock();
-        let cpu = w.cpu_of(me());
-        w.hr = match w.hr {
-            Hr::Running { cpu, at, .. } => Hr::Running {
-                cpu,
-                at,
-                restarted: Some(expires_ns),
-            },
-            _ => Hr::Queued {
-                at: expires_ns,
-                cpu,
-            },
-        };
-    }
-    fn timer_cancel(&self) -> bool {
-        sched::point("timer_cancel");
-        if me() == TIMER {
-            sched::fail("the callback cancels its own timer");
-        }
-        self.wait(Wait::Callback);
-        let mut w = self.lock();
-        let was = matches!(w.hr, Hr::Queued { .. });
-        w.hr = Hr::Idle;
-        was
-    }
-    fn cpu(&self) -> u32 {
-        self.lock().cpu_of(me())
-    }
-}
+hrtimer::impl_host_clock!(Arm);
 
 impl Platform for Arm {
     fn counter(&self) -> u64 {

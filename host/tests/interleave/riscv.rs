@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::hrtimer::{end_run, Hr, Wait};
+use crate::hrtimer::{self, end_run, Hr, Wait};
 use crate::sched::{self, Actor, World};
 use crate::timer::advance::Advance;
 use crate::timer::clock::Clock;
@@ -290,48 +290,7 @@ impl Rv {
     }
 }
 
-impl HostClock for Rv {
-    fn host_ns(&self) -> u64 {
-        self.lock().now
-    }
-    fn cpu(&self) -> u32 {
-        self.lock().cpu_of(me())
-    }
-    fn timer_start(&self, expires_ns: u64) {
-        sched::point(format!("timer_start({expires_ns})"));
-        let mut w = self.lock();
-        assert!(expires_ns <= i64::MAX as u64);
-        if me() == TIMER {
-            sched::fail("the callback starts its own timer");
-        }
-        let cpu = w.cpu_of(me());
-        w.hr = match w.hr {
-            // Legal while the callback ends with NORESTART; checked when
-            // it returns.
-            Hr::Running { cpu, at, .. } => Hr::Running {
-                cpu,
-                at,
-                restarted: Some(expires_ns),
-            },
-            _ => Hr::Queued {
-                at: expires_ns,
-                cpu,
-            },
-        };
-    }
-    fn timer_cancel(&self) -> bool {
-        sched::point("timer_cancel");
-        if me() == TIMER {
-            sched::fail("the callback cancels its own timer");
-        }
-        // hrtimer_cancel(): wait for a running callback, then dequeue.
-        self.wait(Wait::Callback);
-        let mut w = self.lock();
-        let was = matches!(w.hr, Hr::Queued { .. });
-        w.hr = Hr::Idle;
-        was
-    }
-}
+hrtimer::impl_host_clock!(Rv);
 
 impl Platform for Rv {
     fn host_cycles(&self) -> u64 {

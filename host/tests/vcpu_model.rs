@@ -530,12 +530,18 @@ proptest! {
     }
 }
 
+/// A vCPU timer in `mode` at 10 MHz, without advance, reset.
+fn plain(mode: Mode) -> (Sim, VcpuTimer) {
+    let sim = Sim::new(10_000_000);
+    let t = VcpuTimer::new(mode, Clock::new(10_000_000).unwrap(), Advance::off());
+    t.reset(&sim);
+    (sim, t)
+}
+
 #[test]
 fn one_reg_errors_and_values() {
     for mode in [Mode::Sbi, Mode::Sstc] {
-        let sim = Sim::new(10_000_000);
-        let t = VcpuTimer::new(mode, Clock::new(10_000_000).unwrap(), Advance::off());
-        t.reset(&sim);
+        let (sim, t) = plain(mode);
         assert_eq!(t.get_reg(&sim, Reg::Frequency), 10_000_000);
         assert_eq!(t.set_reg(&sim, Reg::Frequency, 10_000_000), Ok(()));
         assert_eq!(t.set_reg(&sim, Reg::Frequency, 1), Err(RegError::Invalid));
@@ -549,9 +555,7 @@ fn one_reg_errors_and_values() {
 
 #[test]
 fn state_on_arms_the_saved_compare_not_one() {
-    let sim = Sim::new(10_000_000);
-    let t = VcpuTimer::new(Mode::Sbi, Clock::new(10_000_000).unwrap(), Advance::off());
-    t.reset(&sim);
+    let (sim, t) = plain(Mode::Sbi);
     let d = sim.guest() + 1000;
     t.set_reg(&sim, Reg::Compare, d).unwrap();
     sim.deadline_seen.set(d);
@@ -571,9 +575,7 @@ fn a_host_stall_does_not_delay_the_host_timer() {
     // The host CPU stalls for 1 ms between reading the counter and the
     // clock: the host timer must still be at the deadline.
     for mode in [Mode::Sbi, Mode::Sstc] {
-        let sim = Sim::new(10_000_000);
-        let t = VcpuTimer::new(mode, Clock::new(10_000_000).unwrap(), Advance::off());
-        t.reset(&sim);
+        let (sim, t) = plain(mode);
         let d = sim.guest() + 100_000;
         sim.stall.set(10_000);
         if mode == Mode::Sbi {
@@ -592,9 +594,7 @@ fn a_host_stall_does_not_delay_the_host_timer() {
 
 #[test]
 fn far_and_never_deadlines_do_not_start_the_host_timer() {
-    let sim = Sim::new(10_000_000);
-    let t = VcpuTimer::new(Mode::Sbi, Clock::new(10_000_000).unwrap(), Advance::off());
-    t.reset(&sim);
+    let (sim, t) = plain(Mode::Sbi);
     for d in [NEVER, NEVER - 1, 1 << 63] {
         t.set_timer(&sim, d);
         assert!(sim.timer.get().is_none(), "host timer for {d}");
@@ -604,9 +604,7 @@ fn far_and_never_deadlines_do_not_start_the_host_timer() {
 
 #[test]
 fn masked_sstc_timer_does_not_wake_a_blocked_vcpu() {
-    let sim = Sim::new(10_000_000);
-    let t = VcpuTimer::new(Mode::Sstc, Clock::new(10_000_000).unwrap(), Advance::off());
-    t.reset(&sim);
+    let (sim, t) = plain(Mode::Sstc);
     t.load(&sim);
     t.set_timer(&sim, sim.guest() - 1);
     sim.stie.set(false);
@@ -623,9 +621,7 @@ fn masked_sstc_timer_does_not_wake_a_blocked_vcpu() {
 
 #[test]
 fn restoring_a_raised_deadline_raises_once_and_reset_forgets_it() {
-    let sim = Sim::new(10_000_000);
-    let t = VcpuTimer::new(Mode::Sbi, Clock::new(10_000_000).unwrap(), Advance::off());
-    t.reset(&sim);
+    let (sim, t) = plain(Mode::Sbi);
     let d = sim.guest();
     sim.deadline_seen.set(d);
     t.set_timer(&sim, d);
@@ -828,9 +824,7 @@ fn a_vcpu_woken_before_its_early_timer_runs_to_the_deadline() {
 
 #[test]
 fn host_timer_counts_a_migration_when_started_on_another_cpu() {
-    let sim = Sim::new(10_000_000);
-    let t = VcpuTimer::new(Mode::Sbi, Clock::new(10_000_000).unwrap(), Advance::off());
-    t.reset(&sim);
+    let (sim, t) = plain(Mode::Sbi);
     let counts = || {
         let s = t.stats().snapshot();
         (s.starts, s.migrations)
@@ -861,9 +855,7 @@ fn host_timer_counts_a_migration_when_started_on_another_cpu() {
 #[test]
 fn host_timer_deadline_past_ktime_max_is_never() {
     for mode in [Mode::Sbi, Mode::Sstc] {
-        let sim = Sim::new(10_000_000);
-        let t = VcpuTimer::new(mode, Clock::new(10_000_000).unwrap(), Advance::off());
-        t.reset(&sim);
+        let (sim, t) = plain(mode);
         // 2^62 cycles at 10 MHz: far past the end of ktime_t.
         let far = sim.guest() + (1 << 62);
         t.set_timer(&sim, far);

@@ -147,13 +147,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn counts_a_migration_only_after_a_start_elsewhere() {
+    /// A host on `cpu`, a timer never started, and its counters.
+    fn setup(cpu: u32) -> (H, HostTimer, Stats) {
         let h = H {
-            cpu: Cell::new(3),
+            cpu: Cell::new(cpu),
             started: Cell::new(None),
         };
-        let (t, s) = (HostTimer::new(), Stats::new());
+        (h, HostTimer::new(), Stats::new())
+    }
+
+    #[test]
+    fn counts_a_migration_only_after_a_start_elsewhere() {
+        let (h, t, s) = setup(3);
         assert!(t.start(&h, &s, 10));
         assert!(t.started_here(&h));
         assert!(t.start(&h, &s, 20));
@@ -168,11 +173,7 @@ mod tests {
 
     #[test]
     fn past_ktime_max_is_never() {
-        let h = H {
-            cpu: Cell::new(0),
-            started: Cell::new(None),
-        };
-        let (t, s) = (HostTimer::new(), Stats::new());
+        let (h, t, s) = setup(0);
         assert!(!t.start(&h, &s, KTIME_MAX + 1));
         assert_eq!((h.started.get(), t.cpu()), (None, None));
         assert!(t.start(&h, &s, KTIME_MAX));

@@ -4,15 +4,16 @@
 //! in: [`VcpuState<L>`] holds the logic, the vCPU's host timer and the vCPU;
 //! [`Host<'_, L>`] is the host as the logic sees it, with the host clock and
 //! the host timer ([`HostClock`]) the same on both; the host timer's
-//! callback, `vcpu_init`, `vcpu_deinit` and the statistics export are
-//! written once here.
+//! callback, `vcpu_init`, `vcpu_deinit`, the ops both tables have
+//! ([`vcpu_reset`], [`vcpu_load`], [`vcpu_put`], [`vcpu_pending`]) and the
+//! statistics export are written once here.
 //!
 //! An architecture implements [`TimerLogic`] for its logic (`VcpuTimer`,
 //! `El1Timers`) and the logic's `Platform` for `Host<'_, ItsLogic>`, with its
-//! register wrappers (`rust/arch/*/regs.rs`).  Its `extern "C"` ops turn
+//! register wrappers (`rust/arch/*/regs.rs`).  Its own `extern "C"` ops turn
 //! KVM's pointer into a context type (`crate::kvm`) with their one `unsafe`
-//! call and hand it to [`VcpuState::with`].  No `unsafe` here but at the
-//! entry of the C-called [`kvt_rust_vcpu_stats`].
+//! call and hand it to [`VcpuState::with`].  The only `unsafe` here is that
+//! same entry, in the shared ops and the C-called [`kvt_rust_vcpu_stats`].
 
 use core::ffi::c_void;
 

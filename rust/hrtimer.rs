@@ -202,20 +202,22 @@ impl<T> HrTimerCallbackContext<'_, T> {
 ///
 /// ```ignore
 /// impl_has_hr_timer! {
-///     impl HasHrTimer<VcpuState> for VcpuState { self.timer }
+///     impl<L: TimerLogic> HasHrTimer<VcpuState<L>> for VcpuState<L> { self.timer }
 /// }
 /// ```
 ///
 /// Only for the per-vCPU states: `PerVcpu`, their only owner, cancels the
 /// timer before it drops a state (`HasHrTimer`'s second requirement).
 macro_rules! impl_has_hr_timer {
-    (impl HasHrTimer<$t:ty> for $s:ty { self.$field:ident }) => {
+    (
+        impl $(<$($g:ident : $b:path),*>)? HasHrTimer<$t:ty> for $s:ty { self.$field:ident }
+    ) => {
         // SAFETY: `timer_container_of` steps back from the `$field` field,
         // an `HrTimer<$t>` (`hr_timer` checks the type), by its offset, to
         // the struct that embeds it, and `hr_timer` returns that field.  The
         // struct is a per-vCPU state, owned by `PerVcpu`, which cancels the
         // timer before it drops a state.
-        unsafe impl $crate::hrtimer::HasHrTimer<$t> for $s {
+        unsafe impl $(<$($g: $b),*>)? $crate::hrtimer::HasHrTimer<$t> for $s {
             unsafe fn timer_container_of(timer: *mut $crate::hrtimer::HrTimer<$t>) -> *mut Self {
                 // SAFETY: the caller passes the timer embedded in a `$s`, so
                 // stepping back by its offset stays inside that allocation.

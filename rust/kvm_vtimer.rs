@@ -9,7 +9,8 @@
 //! built-in timer.
 //!
 //! Layout: [`timer`] is the pure logic (host-tested with `cargo test`);
-//! `kvm`, `hrtimer` and `arch` are the thin wrappers over C.
+//! `vcpu_state` is the per-vCPU skeleton both architectures run it in;
+//! `kvm`, `hrtimer`, `backend` and `arch` are the thin wrappers over C.
 
 use kernel::prelude::*;
 
@@ -31,6 +32,15 @@ mod riscv;
 #[path = "arch/arm64.rs"]
 mod arm64;
 
+#[cfg(any(CONFIG_RISCV, CONFIG_ARM64))]
+mod vcpu_state;
+
+// This architecture's backend, as the code both share names it.
+#[cfg(CONFIG_ARM64)]
+use arm64 as arch;
+#[cfg(CONFIG_RISCV)]
+use riscv as arch;
+
 module! {
     type: KvmVtimer,
     name: "kvm_vtimer",
@@ -43,32 +53,19 @@ module! {
 const VERSION: &str = "0.3.0";
 
 struct KvmVtimer {
-    #[cfg(CONFIG_RISCV)]
-    _backend: riscv::Backend,
-    #[cfg(CONFIG_ARM64)]
-    _backend: arm64::Backend,
+    #[cfg(any(CONFIG_RISCV, CONFIG_ARM64))]
+    _backend: arch::Backend,
 }
 
 impl kernel::Module for KvmVtimer {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        #[cfg(CONFIG_RISCV)]
+        #[cfg(any(CONFIG_RISCV, CONFIG_ARM64))]
         {
-            let backend = riscv::Backend::register()?;
+            let backend = arch::Backend::register()?;
             pr_info!(
                 "version {} loaded: timer backend for new VMs ({}), KVM API {}\n",
                 VERSION,
-                riscv::Backend::mode_name(),
-                bindings::KVM_API_VERSION
-            );
-            Ok(KvmVtimer { _backend: backend })
-        }
-        #[cfg(CONFIG_ARM64)]
-        {
-            let backend = arm64::Backend::register()?;
-            pr_info!(
-                "version {} loaded: timer backend for new VMs ({}), KVM API {}\n",
-                VERSION,
-                arm64::Backend::mode_name(),
+                arch::Backend::mode_name(),
                 bindings::KVM_API_VERSION
             );
             Ok(KvmVtimer { _backend: backend })

@@ -13,6 +13,8 @@ use kvm_vtimer_logic::timer::el1::{
     El1Timers, Error, Expiry, Placement, Platform, TimerReg, Which, CTL_ENABLE, CTL_IMASK,
     CTL_ISTATUS,
 };
+use kvm_vtimer_logic::timer::host_timer::HostClock;
+use kvm_vtimer_logic::timer::VcpuLogic;
 
 fn idx(t: Which) -> usize {
     match t {
@@ -50,6 +52,8 @@ struct Sim {
     /// The timer lines as userspace was last told (`device_irq_level`).
     run_lines: [Cell<bool>; 2],
     timer: Cell<Option<u64>>,
+    /// The CPU the code runs on.
+    cpu: Cell<u32>,
     wfit: Cell<Option<u64>>,
     woken: Cell<u32>,
     blocking: Cell<bool>,
@@ -188,12 +192,24 @@ fn kvm_apply_offset(cval: u64, offset: u64, now: u64) -> u64 {
     }
 }
 
-impl Platform for Sim {
-    fn counter(&self) -> u64 {
-        self.now.get()
-    }
+impl HostClock for Sim {
     fn host_ns(&self) -> u64 {
         self.now.set(self.now.get() + self.stall.take());
+        self.now.get()
+    }
+    fn timer_start(&self, expires_ns: u64) {
+        self.timer.set(Some(expires_ns))
+    }
+    fn timer_cancel(&self) -> bool {
+        self.timer.take().is_some()
+    }
+    fn cpu(&self) -> u32 {
+        self.cpu.get()
+    }
+}
+
+impl Platform for Sim {
+    fn counter(&self) -> u64 {
         self.now.get()
     }
     fn offset(&self, t: Which) -> u64 {
@@ -291,12 +307,6 @@ impl Platform for Sim {
         self.log.borrow_mut().push(format!("setup {direct:?}"));
         Ok(())
     }
-    fn timer_start(&self, expires_ns: u64) {
-        self.timer.set(Some(expires_ns))
-    }
-    fn timer_cancel(&self) -> bool {
-        self.timer.take().is_some()
-    }
     fn wfit_deadline(&self) -> Option<u64> {
         self.wfit.get()
     }
@@ -305,9 +315,6 @@ impl Platform for Sim {
     }
     fn is_blocking(&self) -> bool {
         self.blocking.get()
-    }
-    fn cpu(&self) -> u32 {
-        0
     }
     fn atomic<R>(&self, f: impl FnOnce() -> R) -> R {
         let was = self.irqs_off.replace(true);
@@ -937,5 +944,50 @@ fn counter_offsets_of_both_timers() {
         assert_eq!(sim.timer.get(), Some(host + 1_300), "{phys:?}");
         run_host_timer(&sim, &t);
         assert_eq!(sim.raises(Which::Phys), 3, "{phys:?}");
+    }
+}
+
+// The host timer's rules, as `rust/timer/host_timer.rs` has them for both
+// architectures (vcpu_model.rs pins the same ones for RISC-V).
+
+#[test]
+fn host_timer_counts_a_migration_when_started_on_another_cpu() {
+    let (sim, t) = timers(Placement::Emulated);
+    // The first start has no CPU before it: no migration, on any CPU.
+    sim.cpu.set(3);
+    t.load(&sim);
+    t.guest_write(&sim, Which::Phys, TimerReg::Tval, 700);
+    t.guest_write(&sim, Which::Phys, TimerReg::Ctl, CTL_ENABLE);
+    let migrations = || t.stats().snapshot().migrations;
+    assert_eq!((t.stats().snapshot().starts, migrations()), (1, 0));
+    // Started again on the same CPU: none.
+    t.guest_write(&sim, Which::Phys, TimerReg::Tval, 800);
+    assert_eq!((t.stats().snapshot().starts, migrations()), (2, 0));
+    // Put, and loaded on another CPU: the load starts it there.
+    put(&sim, &t);
+    sim.cpu.set(1);
+    t.load(&sim);
+    assert_eq!((t.stats().snapshot().starts, migrations()), (3, 1));
+    // A vCPU that blocks on that CPU: its wake timer starts there too.
+    sim.blocking.set(true);
+    put(&sim, &t);
+    assert_eq!((t.stats().snapshot().starts, migrations()), (4, 1));
+}
+
+#[test]
+fn host_timer_deadline_past_ktime_max_is_never() {
+    for phys in [Placement::Direct, Placement::Emulated] {
+        let (sim, t) = timers(phys);
+        t.load(&sim);
+        // 2^63 cycles at 1 GHz: past the end of ktime_t from any now.
+        let far = sim.guest_now(Which::Phys) + (1 << 63);
+        t.guest_write(&sim, Which::Phys, TimerReg::Cval, far);
+        t.guest_write(&sim, Which::Phys, TimerReg::Ctl, CTL_ENABLE);
+        assert_eq!(sim.timer.get(), None, "{phys:?}: started while loaded");
+        sim.blocking.set(true);
+        put(&sim, &t);
+        assert_eq!(sim.timer.get(), None, "{phys:?}: started to block");
+        assert_eq!(t.stats().snapshot().starts, 0);
+        assert!(!sim.line(Which::Phys));
     }
 }

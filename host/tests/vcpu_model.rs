@@ -10,10 +10,12 @@ use std::cell::{Cell, RefCell};
 
 use kvm_vtimer_logic::timer::advance::Advance;
 use kvm_vtimer_logic::timer::clock::Clock;
+use kvm_vtimer_logic::timer::host_timer::HostClock;
 use kvm_vtimer_logic::timer::stats::Kick;
 use kvm_vtimer_logic::timer::vcpu::{
     Expiry, Mode, Platform, Reg, RegError, VcpuTimer, NEVER, STATE_OFF, STATE_ON,
 };
+use kvm_vtimer_logic::timer::VcpuLogic;
 use proptest::prelude::*;
 
 /// A simulated host.  Host time in ns is derived from the host counter.
@@ -116,20 +118,11 @@ impl Sim {
     }
 }
 
-impl Platform for Sim {
-    fn host_cycles(&self) -> u64 {
-        self.host_cycles.get()
-    }
+impl HostClock for Sim {
     fn host_ns(&self) -> u64 {
         self.host_cycles
             .set(self.host_cycles.get() + self.stall.take());
         self.ns_at(self.host_cycles.get())
-    }
-    fn time_delta(&self) -> u64 {
-        self.delta.get()
-    }
-    fn set_time_delta(&self, delta: u64) {
-        self.delta.set(delta)
     }
     fn cpu(&self) -> u32 {
         self.cpu.get()
@@ -140,6 +133,18 @@ impl Platform for Sim {
     }
     fn timer_cancel(&self) -> bool {
         self.timer.take().is_some()
+    }
+}
+
+impl Platform for Sim {
+    fn host_cycles(&self) -> u64 {
+        self.host_cycles.get()
+    }
+    fn time_delta(&self) -> u64 {
+        self.delta.get()
+    }
+    fn set_time_delta(&self, delta: u64) {
+        self.delta.set(delta)
     }
     fn irq_raise(&self) -> Kick {
         self.irq_raise_now();
@@ -525,12 +530,18 @@ proptest! {
     }
 }
 
+/// A vCPU timer in `mode` at 10 MHz, without advance, reset.
+fn plain(mode: Mode) -> (Sim, VcpuTimer) {
+    let sim = Sim::new(10_000_000);
+    let t = VcpuTimer::new(mode, Clock::new(10_000_000).unwrap(), Advance::off());
+    t.reset(&sim);
+    (sim, t)
+}
+
 #[test]
 fn one_reg_errors_and_values() {
     for mode in [Mode::Sbi, Mode::Sstc] {
-        let sim = Sim::new(10_000_000);
-        let t = VcpuTimer::new(mode, Clock::new(10_000_000).unwrap(), Advance::off());
-        t.reset(&sim);
+        let (sim, t) = plain(mode);
         assert_eq!(t.get_reg(&sim, Reg::Frequency), 10_000_000);
         assert_eq!(t.set_reg(&sim, Reg::Frequency, 10_000_000), Ok(()));
         assert_eq!(t.set_reg(&sim, Reg::Frequency, 1), Err(RegError::Invalid));
@@ -544,9 +555,7 @@ fn one_reg_errors_and_values() {
 
 #[test]
 fn state_on_arms_the_saved_compare_not_one() {
-    let sim = Sim::new(10_000_000);
-    let t = VcpuTimer::new(Mode::Sbi, Clock::new(10_000_000).unwrap(), Advance::off());
-    t.reset(&sim);
+    let (sim, t) = plain(Mode::Sbi);
     let d = sim.guest() + 1000;
     t.set_reg(&sim, Reg::Compare, d).unwrap();
     sim.deadline_seen.set(d);
@@ -566,9 +575,7 @@ fn a_host_stall_does_not_delay_the_host_timer() {
     // The host CPU stalls for 1 ms between reading the counter and the
     // clock: the host timer must still be at the deadline.
     for mode in [Mode::Sbi, Mode::Sstc] {
-        let sim = Sim::new(10_000_000);
-        let t = VcpuTimer::new(mode, Clock::new(10_000_000).unwrap(), Advance::off());
-        t.reset(&sim);
+        let (sim, t) = plain(mode);
         let d = sim.guest() + 100_000;
         sim.stall.set(10_000);
         if mode == Mode::Sbi {
@@ -587,9 +594,7 @@ fn a_host_stall_does_not_delay_the_host_timer() {
 
 #[test]
 fn far_and_never_deadlines_do_not_start_the_host_timer() {
-    let sim = Sim::new(10_000_000);
-    let t = VcpuTimer::new(Mode::Sbi, Clock::new(10_000_000).unwrap(), Advance::off());
-    t.reset(&sim);
+    let (sim, t) = plain(Mode::Sbi);
     for d in [NEVER, NEVER - 1, 1 << 63] {
         t.set_timer(&sim, d);
         assert!(sim.timer.get().is_none(), "host timer for {d}");
@@ -599,9 +604,7 @@ fn far_and_never_deadlines_do_not_start_the_host_timer() {
 
 #[test]
 fn masked_sstc_timer_does_not_wake_a_blocked_vcpu() {
-    let sim = Sim::new(10_000_000);
-    let t = VcpuTimer::new(Mode::Sstc, Clock::new(10_000_000).unwrap(), Advance::off());
-    t.reset(&sim);
+    let (sim, t) = plain(Mode::Sstc);
     t.load(&sim);
     t.set_timer(&sim, sim.guest() - 1);
     sim.stie.set(false);
@@ -618,9 +621,7 @@ fn masked_sstc_timer_does_not_wake_a_blocked_vcpu() {
 
 #[test]
 fn restoring_a_raised_deadline_raises_once_and_reset_forgets_it() {
-    let sim = Sim::new(10_000_000);
-    let t = VcpuTimer::new(Mode::Sbi, Clock::new(10_000_000).unwrap(), Advance::off());
-    t.reset(&sim);
+    let (sim, t) = plain(Mode::Sbi);
     let d = sim.guest();
     sim.deadline_seen.set(d);
     t.set_timer(&sim, d);
@@ -816,4 +817,53 @@ fn a_vcpu_woken_before_its_early_timer_runs_to_the_deadline() {
     sim.advance(&t, 100);
     assert_eq!(sim.raises.borrow().last(), Some(&(d, d)));
     assert_eq!(sim.spins.get(), 0, "the running vCPU waited");
+}
+
+// The host timer's rules, as `rust/timer/host_timer.rs` has them for both
+// architectures (el1_model.rs pins the same ones for arm64).
+
+#[test]
+fn host_timer_counts_a_migration_when_started_on_another_cpu() {
+    let (sim, t) = plain(Mode::Sbi);
+    let counts = || {
+        let s = t.stats().snapshot();
+        (s.starts, s.migrations)
+    };
+    // The first start has no CPU before it: no migration, on any CPU.
+    sim.cpu.set(3);
+    t.set_timer(&sim, sim.guest() + 1000);
+    assert_eq!(counts(), (1, 0));
+    // Started again on the same CPU: none.
+    t.set_timer(&sim, sim.guest() + 1000);
+    assert_eq!(counts(), (2, 0));
+    sim.advance(&t, 2000);
+    assert_eq!(sim.raises.borrow().len(), 1);
+    // The vCPU moves with no timer armed, then programs one: the start on
+    // the new CPU is a migration.
+    sim.cpu.set(1);
+    t.load(&sim);
+    assert_eq!(counts(), (2, 0));
+    t.set_timer(&sim, sim.guest() + 1000);
+    assert_eq!(counts(), (3, 1));
+    // Loaded elsewhere with the timer armed: the load moves it.
+    sim.cpu.set(2);
+    t.load(&sim);
+    assert_eq!(counts(), (4, 2));
+    assert_eq!(sim.timer.get().map(|(_, cpu)| cpu), Some(2));
+}
+
+#[test]
+fn host_timer_deadline_past_ktime_max_is_never() {
+    for mode in [Mode::Sbi, Mode::Sstc] {
+        let (sim, t) = plain(mode);
+        // 2^62 cycles at 10 MHz: far past the end of ktime_t.
+        let far = sim.guest() + (1 << 62);
+        t.set_timer(&sim, far);
+        t.sync(&sim);
+        sim.blocking.set(true);
+        t.put(&sim);
+        assert_eq!(sim.timer.get(), None, "{mode:?}: host timer started");
+        assert_eq!(t.stats().snapshot().starts, 0);
+        assert_eq!(t.deadline(), far, "{mode:?}: the deadline is kept");
+    }
 }

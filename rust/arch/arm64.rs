@@ -6,8 +6,8 @@
 //! The virtual timer is direct (the guest programs the hardware); the
 //! physical timer is direct on VHE hosts (with CNTPOFF where the CPU has
 //! it) and emulated with an hrtimer on nVHE hosts.  The timers' behaviour is
-//! `El1Timers`'s, which the host tests run.  C is reached only through the
-//! wrappers ([`regs`], `crate::kvm`, `crate::hrtimer`, `crate::backend`):
+//! `El1Timers`'s, which the host tests run, in the per-vCPU skeleton of
+//! `crate::vcpu_state`.  C is reached only through the wrappers ([`regs`], `crate::kvm`, `crate::hrtimer`, `crate::backend`):
 //! each op's one `unsafe` call turns KVM's vCPU pointer into the type that
 //! states the op's context.
 //!
@@ -21,64 +21,36 @@ use kernel::c_str;
 use kernel::ffi::c_int;
 use kernel::prelude::*;
 
-use crate::backend::{c_stats, PerVcpu, Registration};
+use crate::backend::Registration;
 use crate::bindings;
-use crate::hrtimer::{
-    impl_has_hr_timer, HrTimer, HrTimerCallback, HrTimerCallbackContext, HrTimerRestart,
-};
-use crate::kvm::{self, Vcpu, VcpuDeinit, VcpuHandle, VcpuInit, VcpuOp};
-use crate::timer::clock::Clock;
+use crate::kvm::{self, Vcpu, VcpuDeinit, VcpuInit, VcpuOp};
 use crate::timer::el1::{self, Decline, El1Timers, Error, Placement, Platform, TimerReg, Which};
+use crate::timer::stats::Stats;
+use crate::vcpu_state::{self, States, TimerLogic, VcpuState};
 
 #[path = "arm64/regs.rs"]
 mod regs;
 
-/// A vCPU's timer state, owned by KVM's `vcpu->arch.timer_cpu.backend_priv`
-/// from `vcpu_init` to `vcpu_deinit`.
-#[pin_data]
-pub(crate) struct VcpuState {
-    #[pin]
-    timer: HrTimer<VcpuState>,
-    logic: El1Timers,
-    vcpu: VcpuHandle,
-}
-
-impl_has_hr_timer! {
-    impl HasHrTimer<VcpuState> for VcpuState { self.timer }
-}
-
-impl HrTimerCallback for VcpuState {
-    fn run(this: &Self, ctx: HrTimerCallbackContext<'_, Self>) -> HrTimerRestart {
-        ctx.restart_for(this.logic.expired(&Host::remote(this)))
-    }
-}
+/// The logic the skeleton runs on this architecture.
+pub(crate) type Logic = El1Timers;
 
 /// The host as [`El1Timers`] sees it, for one vCPU.
-struct Host<'a> {
-    state: &'a VcpuState,
-    vcpu: &'a Vcpu,
-    /// The op KVM runs on the thread that holds the vCPU; `None` in the
-    /// host timer's callback, the host interrupt and the vGIC's resample.
-    op: Option<VcpuOp<'a>>,
-}
+type Host<'a> = vcpu_state::Host<'a, El1Timers>;
 
-impl<'a> Host<'a> {
-    /// For op `op` on `state`.
-    fn op(state: &'a VcpuState, op: VcpuOp<'a>) -> Self {
-        Self {
-            state,
-            vcpu: op.vcpu(),
-            op: Some(op),
-        }
+/// The vCPU's timer state.
+type State = VcpuState<El1Timers>;
+
+impl TimerLogic for El1Timers {
+    /// Nothing: the wrappers need only the vCPU.
+    type Hw = ();
+
+    fn stats(&self) -> &Stats {
+        El1Timers::stats(self)
     }
 
-    /// For a context that is not an op on the vCPU's thread.
-    fn remote(state: &'a VcpuState) -> Self {
-        Self {
-            state,
-            vcpu: state.vcpu.get(),
-            op: None,
-        }
+    /// No timer advance on arm64.
+    fn advance_ns(&self) -> u64 {
+        0
     }
 }
 
@@ -87,32 +59,28 @@ impl Platform for Host<'_> {
         regs::counter()
     }
 
-    fn host_ns(&self) -> u64 {
-        kvm::ktime_ns()
-    }
-
     fn offset(&self, t: Which) -> u64 {
-        self.vcpu.offset(t)
+        self.vcpu().offset(t)
     }
 
     fn set_offset(&self, t: Which, offset: u64) {
-        self.vcpu.set_offset(t, offset)
+        self.vcpu().set_offset(t, offset)
     }
 
     fn offset_fixed(&self) -> bool {
-        self.vcpu.offset_fixed()
+        self.vcpu().offset_fixed()
     }
 
     fn ctl(&self, t: Which) -> u64 {
-        self.vcpu.ctl(t)
+        self.vcpu().ctl(t)
     }
 
     fn cval(&self, t: Which) -> u64 {
-        self.vcpu.cval(t)
+        self.vcpu().cval(t)
     }
 
     fn set_ctl(&self, t: Which, ctl: u64) {
-        match self.op {
+        match self.op() {
             Some(op) => op.set_ctl(t, ctl),
             // Not reached: `El1Timers` saves registers only in ops (load,
             // put, reset, register reads and writes), never in the callback
@@ -122,7 +90,7 @@ impl Platform for Host<'_> {
     }
 
     fn set_cval(&self, t: Which, cval: u64) {
-        match self.op {
+        match self.op() {
             Some(op) => op.set_cval(t, cval),
             // Not reached, as in `set_ctl`.
             None => kvm::warn_ratelimited(c_str!("bug: timer CVAL saved outside an op"), cval),
@@ -134,85 +102,60 @@ impl Platform for Host<'_> {
     }
 
     fn hw_load(&self, t: Which, offset: u64, ctl: u64, cval: u64) {
-        self.vcpu.hw_load(t, offset, ctl, cval)
+        self.vcpu().hw_load(t, offset, ctl, cval)
     }
 
     fn hw_save(&self, t: Which) -> (u64, u64) {
-        self.vcpu.hw_save(t)
+        self.vcpu().hw_save(t)
     }
 
     fn hw_ctl(&self, t: Which) -> u64 {
-        self.vcpu.hw_ctl(t)
+        self.vcpu().hw_ctl(t)
     }
 
     fn set_traps(&self) {
-        self.vcpu.set_traps()
+        self.vcpu().set_traps()
     }
 
     fn irqchip_in_kernel(&self) -> bool {
-        self.vcpu.irqchip_in_kernel()
+        self.vcpu().irqchip_in_kernel()
     }
 
     fn irq_line(&self, t: Which, level: bool) {
-        self.vcpu.irq_line(t, level)
+        self.vcpu().irq_line(t, level)
     }
 
     fn irq_map_active(&self, t: Which) -> bool {
-        self.vcpu.irq_map_active(t)
+        self.vcpu().irq_map_active(t)
     }
 
     fn host_irq_set_active(&self, t: Which, active: bool) {
-        self.vcpu.host_irq_set_active(t, active)
+        self.vcpu().host_irq_set_active(t, active)
     }
 
     fn irq_map_reset(&self, t: Which) {
-        self.vcpu.irq_map_reset(t)
+        self.vcpu().irq_map_reset(t)
     }
 
     fn irq_setup(&self, direct: &[Which]) -> Result<(), Error> {
-        self.vcpu.irq_setup(direct)
-    }
-
-    fn timer_start(&self, expires_ns: u64) {
-        self.state.timer.start(expires_ns)
-    }
-
-    fn timer_cancel(&self) -> bool {
-        self.state.timer.cancel()
+        self.vcpu().irq_setup(direct)
     }
 
     fn wfit_deadline(&self) -> Option<u64> {
-        self.vcpu.wfit_deadline()
+        self.vcpu().wfit_deadline()
     }
 
     fn wake(&self) {
-        self.vcpu.wake_up()
+        self.vcpu().wake_up()
     }
 
     fn is_blocking(&self) -> bool {
-        self.vcpu.is_blocking()
-    }
-
-    fn cpu(&self) -> u32 {
-        kvm::this_cpu()
+        self.vcpu().is_blocking()
     }
 
     fn atomic<R>(&self, f: impl FnOnce() -> R) -> R {
         kvm::without_irqs(f)
     }
-}
-
-/// The vCPUs' states.
-type States = PerVcpu<VcpuState>;
-
-/// Run `f` on the state of the vCPU of `op`, with its [`Host`]; `default`
-/// if there is none (never expected).
-fn with<'a, R>(
-    op: Option<VcpuOp<'a>>,
-    default: R,
-    f: impl FnOnce(&'a El1Timers, &Host<'a>) -> R,
-) -> R {
-    States::with(op, default, |s, op| f(&s.logic, &Host::op(s, op)))
 }
 
 /// Why a VM is left to KVM's timer, for the kernel log.
@@ -242,25 +185,11 @@ unsafe extern "C" fn vcpu_init(vcpu: *mut bindings::kvm_vcpu) -> c_int {
     // `kvm_arch_vcpu_create()`: the vCPU being created, which no one else
     // reaches yet; KVM calls `vcpu_deinit` before it frees it, also on the
     // creation's error path.
-    let Some(vcpu) = (unsafe { VcpuInit::from_raw(vcpu) }) else {
-        return EINVAL.to_errno();
-    };
+    let vcpu = unsafe { VcpuInit::from_raw(vcpu) };
     let hz = regs::counter_hz();
-    let Some(clock) = Clock::new(hz) else {
-        kvm::warn_ratelimited(c_str!("unusable counter frequency"), hz);
-        return EINVAL.to_errno();
-    };
-    let installed = States::install(vcpu, |vcpu| {
-        pin_init!(VcpuState {
-            timer <- HrTimer::new(),
-            logic: El1Timers::new(clock, Backend::phys_placement()),
-            vcpu,
-        })
-    });
-    match installed {
-        Ok(()) => 0,
-        Err(e) => e.to_errno(),
-    }
+    State::init(vcpu, hz, c_str!("unusable counter frequency"), |clock| {
+        (El1Timers::new(clock, Backend::phys_placement()), ())
+    })
 }
 
 unsafe extern "C" fn vcpu_deinit(vcpu: *mut bindings::kvm_vcpu) {
@@ -268,24 +197,15 @@ unsafe extern "C" fn vcpu_deinit(vcpu: *mut bindings::kvm_vcpu) {
     // `kvm_arch_vcpu_destroy()` or the creation's error path: no op of the
     // vCPU runs now or later, the VM's debugfs file no longer lists it, and
     // the vGIC asks only about a running vCPU.
-    if let Some(vcpu) = unsafe { VcpuDeinit::from_raw(vcpu) } {
-        // The state comes back with its host timer cancelled, and goes.
-        drop(States::remove(vcpu));
-    }
-}
-
-unsafe extern "C" fn vcpu_reset(vcpu: *mut bindings::kvm_vcpu) {
-    // SAFETY: `vcpu_reset`, from `kvm_reset_vcpu()`: `KVM_ARM_VCPU_INIT`, or
-    // `KVM_REQ_VCPU_RESET` in `KVM_RUN`, which both hold the vCPU's mutex.
-    let op = unsafe { VcpuOp::from_raw(vcpu) };
-    with(op, (), |t, h| t.reset(h))
+    let vcpu = unsafe { VcpuDeinit::from_raw(vcpu) };
+    State::deinit(vcpu)
 }
 
 unsafe extern "C" fn vcpu_enable(vcpu: *mut bindings::kvm_vcpu) -> c_int {
     // SAFETY: `vcpu_enable`, from `kvm_timer_enable()` at the vCPU's first
     // `KVM_RUN`, which holds its mutex.
     let op = unsafe { VcpuOp::from_raw(vcpu) };
-    with(op, EINVAL.to_errno(), |t, h| match t.enable(h) {
+    State::with(op, EINVAL.to_errno(), |t, h| match t.enable(h) {
         Ok(()) => 0,
         Err(Error::BadIrqs) => {
             kvm::warn_ratelimited(c_str!("timer PPIs are equal or already in use"), 0);
@@ -294,29 +214,6 @@ unsafe extern "C" fn vcpu_enable(vcpu: *mut bindings::kvm_vcpu) -> c_int {
         Err(Error::Map(e)) => e,
         Err(Error::Invalid) => EINVAL.to_errno(),
     })
-}
-
-unsafe extern "C" fn vcpu_load(vcpu: *mut bindings::kvm_vcpu) {
-    // SAFETY: `vcpu_load`, from `kvm_timer_vcpu_load()`: `vcpu_load()` of a
-    // vCPU ioctl (which holds the vCPU's mutex), or that thread's preempt
-    // notifier.
-    let op = unsafe { VcpuOp::from_raw(vcpu) };
-    with(op, (), |t, h| t.load(h))
-}
-
-unsafe extern "C" fn vcpu_put(vcpu: *mut bindings::kvm_vcpu) {
-    // SAFETY: `vcpu_put`, from `kvm_timer_vcpu_put()`: `vcpu_put()` of a
-    // vCPU ioctl (which holds the vCPU's mutex), or that thread's preempt
-    // notifier.
-    let op = unsafe { VcpuOp::from_raw(vcpu) };
-    with(op, (), |t, h| t.put(h))
-}
-
-unsafe extern "C" fn vcpu_pending(vcpu: *mut bindings::kvm_vcpu) -> bool {
-    // SAFETY: `vcpu_pending`, from `kvm_vcpu_check_block()` in `KVM_RUN`
-    // (which holds the vCPU's mutex).
-    let op = unsafe { VcpuOp::from_raw(vcpu) };
-    with(op, false, |t, h| t.pending(h))
 }
 
 /// The timer KVM names by `enum kvm_arch_timers`; only the EL1 ones.
@@ -348,8 +245,8 @@ unsafe extern "C" fn host_irq(vcpu: *mut bindings::kvm_vcpu, tmr: bindings::kvm_
     let Some(t) = which(tmr) else {
         return;
     };
-    if let Some(s) = vcpu.and_then(States::get) {
-        s.logic.host_irq(&Host::remote(s), t);
+    if let Some(s) = vcpu.and_then(States::<El1Timers>::get) {
+        s.remote(|tm, h| tm.host_irq(h, t));
     }
 }
 
@@ -362,26 +259,26 @@ unsafe extern "C" fn host_irq(vcpu: *mut bindings::kvm_vcpu, tmr: bindings::kvm_
 #[no_mangle]
 pub(crate) unsafe extern "C" fn kvt_rust_arm64_input_level(priv_: *mut c_void, phys: bool) -> bool {
     // SAFETY: by the function's contract.
-    let Some(s) = (unsafe { States::from_private(priv_) }) else {
+    let Some(s) = (unsafe { States::<El1Timers>::from_private(priv_) }) else {
         return false;
     };
     let t = if phys { Which::Phys } else { Which::Virt };
-    s.logic.input_level(&Host::remote(s), t)
+    s.remote(|tm, h| tm.input_level(h, t))
 }
 
 unsafe extern "C" fn sync_user(vcpu: *mut bindings::kvm_vcpu) {
     // SAFETY: `sync_user`, from `KVM_RUN` (which holds the vCPU's mutex),
     // after a guest exit.
     let op = unsafe { VcpuOp::from_raw(vcpu) };
-    with(op, (), |t, h| t.sync_user(h))
+    State::with(op, (), |t, h| t.sync_user(h))
 }
 
 unsafe extern "C" fn should_notify_user(vcpu: *mut bindings::kvm_vcpu) -> bool {
     // SAFETY: `should_notify_user`, from `KVM_RUN` (which holds the vCPU's
     // mutex).
     let op = unsafe { VcpuOp::from_raw(vcpu) };
-    with(op, false, |t, h| {
-        let told = h.vcpu.user_lines();
+    State::with(op, false, |t, h| {
+        let told = h.vcpu().user_lines();
         t.user_lines(h) != told
     })
 }
@@ -389,8 +286,10 @@ unsafe extern "C" fn should_notify_user(vcpu: *mut bindings::kvm_vcpu) -> bool {
 unsafe extern "C" fn update_run(vcpu: *mut bindings::kvm_vcpu) {
     // SAFETY: `update_run`, from `KVM_RUN` (which holds the vCPU's mutex).
     let op = unsafe { VcpuOp::from_raw(vcpu) };
-    States::with(op, (), |s, op| {
-        op.set_user_lines(s.logic.user_lines(&Host::op(s, op)))
+    State::with(op, (), |t, h| {
+        if let Some(op) = h.op() {
+            op.set_user_lines(t.user_lines(h))
+        }
     })
 }
 
@@ -407,7 +306,7 @@ unsafe extern "C" fn get_reg(vcpu: *mut bindings::kvm_vcpu, regid: u64) -> u64 {
     let Some((t, r)) = one_reg(regid) else {
         return u64::MAX;
     };
-    with(op, u64::MAX, |tm, h| tm.read(h, t, r))
+    State::with(op, u64::MAX, |tm, h| tm.read(h, t, r))
 }
 
 unsafe extern "C" fn set_reg(vcpu: *mut bindings::kvm_vcpu, regid: u64, val: u64) -> c_int {
@@ -417,7 +316,7 @@ unsafe extern "C" fn set_reg(vcpu: *mut bindings::kvm_vcpu, regid: u64, val: u64
     let Some((t, r)) = one_reg(regid) else {
         return ENOENT.to_errno();
     };
-    with(op, EINVAL.to_errno(), |tm, h| {
+    State::with(op, EINVAL.to_errno(), |tm, h| {
         match tm.user_write(h, t, r, val) {
             Ok(()) => 0,
             Err(_) => {
@@ -439,7 +338,7 @@ unsafe extern "C" fn sysreg_read(
     let (Some(t), Some(r)) = (which(tmr), timer_reg(treg)) else {
         return 0;
     };
-    with(op, 0, |tm, h| tm.read(h, t, r))
+    State::with(op, 0, |tm, h| tm.read(h, t, r))
 }
 
 unsafe extern "C" fn sysreg_write(
@@ -454,37 +353,18 @@ unsafe extern "C" fn sysreg_write(
     let (Some(t), Some(r)) = (which(tmr), timer_reg(treg)) else {
         return;
     };
-    with(op, (), |tm, h| tm.guest_write(h, t, r, val))
-}
-
-/// The statistics of one vCPU, for the debugfs file (shim/common.c).
-///
-/// # Safety
-///
-/// `priv_` is the backend state of a live vCPU of ours (its
-/// `backend_priv`), whose deinit does not run during the call; `out` is
-/// null or points to a writable `struct kvt_stats`.
-#[no_mangle]
-pub(crate) unsafe extern "C" fn kvt_rust_vcpu_stats(
-    priv_: *mut c_void,
-    out: *mut bindings::kvt_stats,
-) {
-    // SAFETY: by the function's contract.
-    let (state, out) = unsafe { (States::from_private(priv_), out.as_mut()) };
-    if let (Some(state), Some(out)) = (state, out) {
-        *out = c_stats(&state.logic.stats().snapshot(), 0);
-    }
+    State::with(op, (), |tm, h| tm.guest_write(h, t, r, val))
 }
 
 static OPS: bindings::kvm_arch_timer_ops = bindings::kvm_arch_timer_ops {
     vm_accept: Some(vm_accept),
     vcpu_init: Some(vcpu_init),
     vcpu_deinit: Some(vcpu_deinit),
-    vcpu_reset: Some(vcpu_reset),
+    vcpu_reset: Some(vcpu_state::vcpu_reset::<El1Timers>),
     vcpu_enable: Some(vcpu_enable),
-    vcpu_load: Some(vcpu_load),
-    vcpu_put: Some(vcpu_put),
-    vcpu_pending: Some(vcpu_pending),
+    vcpu_load: Some(vcpu_state::vcpu_load::<El1Timers>),
+    vcpu_put: Some(vcpu_state::vcpu_put::<El1Timers>),
+    vcpu_pending: Some(vcpu_state::vcpu_pending::<El1Timers>),
     host_irq: Some(host_irq),
     sync_user: Some(sync_user),
     should_notify_user: Some(should_notify_user),

@@ -28,11 +28,13 @@
 //! thread cancels the host timer (waiting for a running callback) before it
 //! changes what the callback reads, and starts it after.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use super::clock::{Clock, Sample};
 use super::cntp::PhysCval;
+use super::host_timer::{again, ktime, HostClock, HostTimer};
 use super::stats::Stats;
+use super::VcpuLogic;
 
 /// `CNT*_CTL_EL0.ENABLE`.
 pub const CTL_ENABLE: u64 = 1 << 0;
@@ -130,12 +132,11 @@ pub fn decline(irqchip_in_kernel: bool, nested: bool) -> Option<Decline> {
 
 pub use super::Expiry;
 
-/// What the timers need from the host.
-pub trait Platform {
+/// What the timers need from the host, besides its clock and host timer
+/// ([`HostClock`]).
+pub trait Platform: HostClock {
     /// The host's physical counter.
     fn counter(&self) -> u64;
-    /// Host monotonic time in ns, the clock of the host timer.
-    fn host_ns(&self) -> u64;
     /// The VM's offset of `t`'s counter from the host counter.
     fn offset(&self, t: Which) -> u64;
     /// Set it (a ONE_REG write of the counter).
@@ -185,19 +186,12 @@ pub trait Platform {
     /// ones to the host's interrupts; first run, in-kernel vGIC only.
     fn irq_setup(&self, direct: &[Which]) -> Result<(), Error>;
 
-    /// Start the vCPU's host timer at absolute `expires_ns`, on this CPU.
-    fn timer_start(&self, expires_ns: u64);
-    /// Stop it; waits for a callback running elsewhere.  Whether it was
-    /// started.
-    fn timer_cancel(&self) -> bool;
     /// The WFIT deadline (virtual counter) if the vCPU waits in WFIT.
     fn wfit_deadline(&self) -> Option<u64>;
     /// Wake the blocked vCPU.
     fn wake(&self);
     /// Whether the vCPU is about to block.
     fn is_blocking(&self) -> bool;
-    /// The CPU this runs on.
-    fn cpu(&self) -> u32;
     /// Run `f` with interrupts off (no load/put, no host interrupt).
     fn atomic<R>(&self, f: impl FnOnce() -> R) -> R;
 }
@@ -236,8 +230,9 @@ pub fn cval_from_tval(tval: u64, now: u64) -> u64 {
 ///
 /// - `loaded` is true only while `enabled`, between a load and the next put;
 ///   the direct timers' registers are then in the hardware.
-/// - The host timer is started only while `scope` is not 0, and on the CPU
-///   the vCPU was on when it was started.
+/// - The host timer is started only while `scope` is not 0, on the CPU
+///   the vCPU was on when it was started, and never past
+///   [`KTIME_MAX`](super::host_timer::KTIME_MAX).
 /// - `level[t]` is the line level last driven for `t`, but false for a
 ///   direct timer that could not fire when it was put: the vGIC lowers
 ///   such a mapped line itself, when the guest deactivates it.
@@ -249,7 +244,7 @@ pub struct El1Timers {
     loaded: AtomicBool,
     level: [AtomicBool; 2],
     scope: AtomicU8,
-    timer_cpu: AtomicU32,
+    host: HostTimer,
     stats: Stats,
 }
 
@@ -263,7 +258,7 @@ impl El1Timers {
             loaded: AtomicBool::new(false),
             level: [AtomicBool::new(false), AtomicBool::new(false)],
             scope: AtomicU8::new(0),
-            timer_cpu: AtomicU32::new(0),
+            host: HostTimer::new(),
             stats: Stats::new(),
         }
     }
@@ -390,22 +385,18 @@ impl El1Timers {
     }
 
     fn cancel<P: Platform>(&self, p: &P) {
-        if p.timer_cancel() {
-            self.stats.cancel();
-        }
+        self.host.cancel(p, &self.stats);
         self.scope.store(0, Ordering::Relaxed);
     }
 
-    /// Start the host timer at host time `at` (ns) for `scope`.
+    /// Start the host timer at host time `at` (ns) for `scope`; not past
+    /// the end of host time, where nothing ever fires ([`HostTimer::start`]).
     fn start<P: Platform>(&self, p: &P, scope: u8, at: u64) {
-        let cpu = p.cpu();
-        if self.timer_cpu.swap(cpu, Ordering::Relaxed) != cpu {
-            self.stats.migration();
-        }
+        let Some(at) = ktime(at) else {
+            return;
+        };
         self.scope.store(scope, Ordering::Relaxed);
-        self.stats.start();
-        // Saturate at ktime_t's end (`i64::MAX` ns).
-        p.timer_start(at.min(i64::MAX as u64));
+        self.host.start(p, &self.stats, at);
     }
 
     /// The earliest host time (ns) at which something in `scope` fires,
@@ -470,76 +461,6 @@ impl El1Timers {
         Ok(())
     }
 
-    /// vCPU load (sched-in or ioctl), preemption disabled.
-    pub fn load<P: Platform>(&self, p: &P) {
-        if !self.enabled() {
-            return;
-        }
-        // The host timer was armed on the CPU the vCPU left, or watches a
-        // timer that is about to be loaded: stop it first.
-        self.cancel(p);
-        for t in Which::ALL {
-            if !self.direct(t) {
-                continue;
-            }
-            // The line as the saved registers say, so that it matches the
-            // state about to be loaded; an expiry in between is taken by
-            // the host interrupt anyway.
-            let fire = self.should_fire(p, t);
-            self.set_level(p, t, fire);
-            // The host's interrupt stays active while the guest has the
-            // line (or the mapped interrupt) active, so that it does not
-            // interrupt the host again for the same expiry.
-            let active = fire || (p.irqchip_in_kernel() && p.irq_map_active(t));
-            p.host_irq_set_active(t, active);
-        }
-        p.atomic(|| {
-            for t in Which::ALL {
-                if self.direct(t) {
-                    self.hw_load(p, t, p.ctl(t), p.cval(t));
-                }
-            }
-            self.loaded.store(true, Ordering::Relaxed);
-        });
-        for t in Which::ALL {
-            if !self.direct(t) {
-                self.emulate(p, t);
-            }
-        }
-        p.set_traps();
-    }
-
-    /// vCPU put (sched-out or ioctl), preemption disabled.
-    pub fn put<P: Platform>(&self, p: &P) {
-        if !self.enabled() {
-            return;
-        }
-        p.atomic(|| {
-            if !self.loaded.swap(false, Ordering::Relaxed) {
-                return;
-            }
-            for t in Which::ALL {
-                if self.direct(t) {
-                    let (ctl, cval) = self.hw_save(p, t);
-                    if !(can_fire(ctl) && ctl & CTL_ISTATUS != 0) {
-                        // Its line is low, or the vGIC lowers it at the
-                        // guest's deactivation: an expiry from now on is a
-                        // new edge (counted by `set_level`).
-                        self.level[t.idx()].store(false, Ordering::Relaxed);
-                    }
-                    p.set_ctl(t, ctl & !CTL_ISTATUS);
-                    p.set_cval(t, cval);
-                }
-            }
-        });
-        // The emulated timer's host timer follows the vCPU: re-armed at
-        // the next load, on that CPU.
-        self.cancel(p);
-        if p.is_blocking() {
-            self.block(p);
-        }
-    }
-
     /// The vCPU blocks: wake it at its earliest timer or WFIT deadline.
     ///
     /// Only the host timer may raise a line here, never this function:
@@ -556,38 +477,6 @@ impl El1Timers {
             (true, _) => self.start(p, scope, p.host_ns()),
             (false, Some(at)) => self.start(p, scope, at),
             (false, None) => {}
-        }
-    }
-
-    /// The host timer's callback.
-    pub fn expired<P: Platform>(&self, p: &P) -> Expiry {
-        let scope = self.scope.load(Ordering::Relaxed);
-        let mut fired = false;
-        let next = self.scan(p, scope, |t| {
-            self.set_level(p, t, true);
-            fired = true;
-        });
-        if fired {
-            if !p.irqchip_in_kernel() {
-                // No vGIC to wake the vCPU for its line: wake it, and KVM
-                // finds the lines to tell userspace
-                // (`kvm_arch_vcpu_runnable()`).
-                p.wake();
-            }
-            return Expiry::Done;
-        }
-        if scope & SCOPE_WFIT != 0 {
-            if let Some(d) = p.wfit_deadline() {
-                if d <= self.now(p, Which::Virt) {
-                    p.wake();
-                    return Expiry::Done;
-                }
-            }
-        }
-        match next {
-            // Early (the host clock ran ahead of the counter): again.
-            Some(at) => Expiry::Again(at.min(i64::MAX as u64)),
-            None => Expiry::Done,
         }
     }
 
@@ -615,12 +504,6 @@ impl El1Timers {
         self.should_fire(p, t)
     }
 
-    /// Whether a WFIT wait is over (`kvm_cpu_has_pending_timer`).
-    pub fn pending<P: Platform>(&self, p: &P) -> bool {
-        p.wfit_deadline()
-            .is_some_and(|d| d <= self.now(p, Which::Virt))
-    }
-
     /// After a guest exit, userspace irqchip: a direct timer whose line
     /// dropped may interrupt the host again.
     pub fn sync_user<P: Platform>(&self, p: &P) {
@@ -641,23 +524,6 @@ impl El1Timers {
             self.should_fire(p, Which::Virt),
             self.should_fire(p, Which::Phys),
         ]
-    }
-
-    /// vCPU reset (KVM_ARM_VCPU_INIT), put, preemption disabled.
-    pub fn reset<P: Platform>(&self, p: &P) {
-        self.cancel(p);
-        for t in Which::ALL {
-            // Disabled and unmasked, as KVM has always reset them.
-            p.set_ctl(t, 0);
-        }
-        if self.enabled() {
-            for t in Which::ALL {
-                self.set_level(p, t, false);
-                if self.direct(t) && p.irqchip_in_kernel() {
-                    p.irq_map_reset(t);
-                }
-            }
-        }
     }
 
     /// Read register `r` of `t` (ONE_REG or a trapped access).
@@ -740,6 +606,134 @@ impl El1Timers {
             _ => {
                 self.guest_write(p, t, r, val);
                 Ok(())
+            }
+        }
+    }
+}
+
+impl<P: Platform> VcpuLogic<P> for El1Timers {
+    /// vCPU load (sched-in or ioctl), preemption disabled.
+    fn load(&self, p: &P) {
+        if !self.enabled() {
+            return;
+        }
+        // The host timer was armed on the CPU the vCPU left, or watches a
+        // timer that is about to be loaded: stop it first.
+        self.cancel(p);
+        for t in Which::ALL {
+            if !self.direct(t) {
+                continue;
+            }
+            // The line as the saved registers say, so that it matches the
+            // state about to be loaded; an expiry in between is taken by
+            // the host interrupt anyway.
+            let fire = self.should_fire(p, t);
+            self.set_level(p, t, fire);
+            // The host's interrupt stays active while the guest has the
+            // line (or the mapped interrupt) active, so that it does not
+            // interrupt the host again for the same expiry.
+            let active = fire || (p.irqchip_in_kernel() && p.irq_map_active(t));
+            p.host_irq_set_active(t, active);
+        }
+        p.atomic(|| {
+            for t in Which::ALL {
+                if self.direct(t) {
+                    self.hw_load(p, t, p.ctl(t), p.cval(t));
+                }
+            }
+            self.loaded.store(true, Ordering::Relaxed);
+        });
+        for t in Which::ALL {
+            if !self.direct(t) {
+                self.emulate(p, t);
+            }
+        }
+        p.set_traps();
+    }
+
+    /// vCPU put (sched-out or ioctl), preemption disabled.
+    fn put(&self, p: &P) {
+        if !self.enabled() {
+            return;
+        }
+        p.atomic(|| {
+            if !self.loaded.swap(false, Ordering::Relaxed) {
+                return;
+            }
+            for t in Which::ALL {
+                if self.direct(t) {
+                    let (ctl, cval) = self.hw_save(p, t);
+                    if !(can_fire(ctl) && ctl & CTL_ISTATUS != 0) {
+                        // Its line is low, or the vGIC lowers it at the
+                        // guest's deactivation: an expiry from now on is a
+                        // new edge (counted by `set_level`).
+                        self.level[t.idx()].store(false, Ordering::Relaxed);
+                    }
+                    p.set_ctl(t, ctl & !CTL_ISTATUS);
+                    p.set_cval(t, cval);
+                }
+            }
+        });
+        // The emulated timer's host timer follows the vCPU: re-armed at
+        // the next load, on that CPU.
+        self.cancel(p);
+        if p.is_blocking() {
+            self.block(p);
+        }
+    }
+
+    /// The host timer's callback.
+    fn expired(&self, p: &P) -> Expiry {
+        let scope = self.scope.load(Ordering::Relaxed);
+        let mut fired = false;
+        let next = self.scan(p, scope, |t| {
+            self.set_level(p, t, true);
+            fired = true;
+        });
+        if fired {
+            if !p.irqchip_in_kernel() {
+                // No vGIC to wake the vCPU for its line: wake it, and KVM
+                // finds the lines to tell userspace
+                // (`kvm_arch_vcpu_runnable()`).
+                p.wake();
+            }
+            return Expiry::Done;
+        }
+        if scope & SCOPE_WFIT != 0 {
+            if let Some(d) = p.wfit_deadline() {
+                if d <= self.now(p, Which::Virt) {
+                    p.wake();
+                    return Expiry::Done;
+                }
+            }
+        }
+        match next {
+            // Early (the host clock ran ahead of the counter): again,
+            // unless past the end of host time.
+            Some(at) => again(at),
+            None => Expiry::Done,
+        }
+    }
+
+    /// Whether a WFIT wait is over (`kvm_cpu_has_pending_timer`).
+    fn pending(&self, p: &P) -> bool {
+        p.wfit_deadline()
+            .is_some_and(|d| d <= self.now(p, Which::Virt))
+    }
+
+    /// vCPU reset (KVM_ARM_VCPU_INIT), put, preemption disabled.
+    fn reset(&self, p: &P) {
+        self.cancel(p);
+        for t in Which::ALL {
+            // Disabled and unmasked, as KVM has always reset them.
+            p.set_ctl(t, 0);
+        }
+        if self.enabled() {
+            for t in Which::ALL {
+                self.set_level(p, t, false);
+                if self.direct(t) && p.irqchip_in_kernel() {
+                    p.irq_map_reset(t);
+                }
             }
         }
     }

@@ -9,6 +9,7 @@ pub mod advance;
 pub mod clock;
 pub mod cntp;
 pub mod el1;
+pub mod host_timer;
 pub mod stats;
 pub mod vcpu;
 
@@ -20,4 +21,24 @@ pub enum Expiry {
     /// It fired before the guest's deadline (or has more to watch): run
     /// again at this absolute host time (ns).
     Again(u64),
+}
+
+/// What every per-vCPU timer logic does, on its platform `P`, for the
+/// skeleton that runs it (`rust/vcpu_state.rs`): the host timer's callback,
+/// and the ops both architectures' KVM tables have.
+pub trait VcpuLogic<P> {
+    /// The host timer's callback, in hard interrupt context on the CPU
+    /// that started it.
+    fn expired(&self, p: &P) -> Expiry;
+    /// Whether the timer should wake the blocked vCPU
+    /// (`kvm_cpu_has_pending_timer()`).
+    fn pending(&self, p: &P) -> bool;
+    /// The vCPU is loaded on this CPU (sched-in or ioctl), preemption
+    /// disabled.
+    fn load(&self, p: &P);
+    /// The vCPU is put (sched-out or ioctl), preemption disabled; about to
+    /// block in WFI when `kvm_vcpu_is_blocking()`.
+    fn put(&self, p: &P);
+    /// vCPU reset, put, preemption disabled.
+    fn reset(&self, p: &P);
 }

@@ -28,11 +28,13 @@
 //! running callback) before it changes them, and starts it after, so the
 //! timer's own lock orders the two sides.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::advance::Advance;
 use super::clock::{Clock, Sample};
+use super::host_timer::{ktime, HostClock, HostTimer};
 use super::stats::{Kick, Stats};
+use super::VcpuLogic;
 
 /// No advance was applied to the armed host timer (it was started when
 /// its deadline had already passed, or advance is off): the delivery says
@@ -92,25 +94,16 @@ pub enum RegError {
     Invalid,
 }
 
-/// What the timer needs from the host: the kernel glue implements it with
-/// CSRs, hrtimers and KVM calls; the host tests with a simulation.
-pub trait Platform {
+/// What the timer needs from the host, besides its clock and host timer
+/// ([`HostClock`]): the kernel glue implements it with CSRs and KVM calls;
+/// the host tests with a simulation.
+pub trait Platform: HostClock {
     /// The host's counter (the `time` CSR).
     fn host_cycles(&self) -> u64;
-    /// Host monotonic time in ns, the clock of the host timer.
-    fn host_ns(&self) -> u64;
     /// The VM's offset from host to guest counter (`htimedelta`).
     fn time_delta(&self) -> u64;
     /// Set the VM's counter offset.
     fn set_time_delta(&self, delta: u64);
-    /// The CPU this runs on.
-    fn cpu(&self) -> u32;
-
-    /// Start the vCPU's host timer at absolute `expires_ns`, on this CPU.
-    fn timer_start(&self, expires_ns: u64);
-    /// Stop the host timer; waits for a callback running elsewhere.
-    /// Whether it was started.
-    fn timer_cancel(&self) -> bool;
 
     /// Make the VS-level timer interrupt pending and kick the vCPU.
     fn irq_raise(&self) -> Kick;
@@ -146,7 +139,8 @@ pub trait Platform {
 /// # Invariants
 ///
 /// - The host timer is started only while `armed` is true, and never for
-///   [`NEVER`] or an expiry past `i64::MAX` ns (`ktime_t`'s end).
+///   [`NEVER`] or an expiry past [`KTIME_MAX`](super::host_timer::KTIME_MAX)
+///   ([`HostTimer::start`]).
 /// - In [`Mode::Sbi`], `armed` means a deadline is programmed and its
 ///   interrupt not yet raised.  In [`Mode::Sstc`], it means the wake timer of
 ///   a blocked vCPU is armed.
@@ -163,7 +157,7 @@ pub struct VcpuTimer {
     armed: AtomicBool,
     /// The deadline whose interrupt was last raised (SBI), [`NEVER`] if none.
     fired: AtomicU64,
-    timer_cpu: AtomicU32,
+    host: HostTimer,
     entry: AtomicU64,
     adv_used: AtomicU64,
     advance: Advance,
@@ -179,7 +173,7 @@ impl VcpuTimer {
             deadline: AtomicU64::new(NEVER),
             armed: AtomicBool::new(false),
             fired: AtomicU64::new(NEVER),
-            timer_cpu: AtomicU32::new(0),
+            host: HostTimer::new(),
             entry: AtomicU64::new(NEVER),
             adv_used: AtomicU64::new(NOT_TUNABLE),
             advance,
@@ -230,11 +224,7 @@ impl VcpuTimer {
             return None;
         }
         let now = s.cycles.wrapping_add(p.time_delta());
-        match self.clock.expiry(s, now, deadline) {
-            // ktime_t is signed: a later expiry is "never" to the host.
-            ns if ns <= i64::MAX as u64 => Some(ns),
-            _ => None,
-        }
+        ktime(self.clock.expiry(s, now, deadline))
     }
 
     /// Arm for `deadline`: the host timer starts, early by the advance
@@ -273,9 +263,7 @@ impl VcpuTimer {
             NOT_TUNABLE
         };
         self.adv_used.store(used, Ordering::Relaxed);
-        self.timer_cpu.store(p.cpu(), Ordering::Relaxed);
-        self.stats.start();
-        p.timer_start(ns - self.advance_in_use());
+        self.host.start(p, &self.stats, ns - self.advance_in_use());
     }
 
     /// Disarm, then stop the host timer: a load in between (`set_timer`
@@ -289,8 +277,7 @@ impl VcpuTimer {
     /// Stop the host timer; one stopped before it fired delivers nothing
     /// to measure.
     fn cancel<P: Platform>(&self, p: &P) {
-        if p.timer_cancel() {
-            self.stats.cancel();
+        if self.host.cancel(p, &self.stats) {
             self.adv_used.store(NOT_TUNABLE, Ordering::Relaxed);
         }
     }
@@ -370,79 +357,6 @@ impl VcpuTimer {
         self.stats.kick(p.irq_raise());
     }
 
-    /// The host timer's callback.
-    pub fn expired<P: Platform>(&self, p: &P) -> Expiry {
-        let deadline = self.deadline.load(Ordering::Acquire);
-        if deadline == NEVER {
-            self.armed.store(false, Ordering::Release);
-            return Expiry::Done;
-        }
-        let due = self.guest_cycles(p) >= deadline;
-        if !due {
-            // Early.  By the advance: deliver now, the vCPU waits out the
-            // rest at guest entry.  By more (a clock adjustment, or the
-            // counter offset moved back): still armed, at the deadline's
-            // new host time less the advance, if it has one.
-            let s = self.sample(p);
-            let Some(ns) = self.expiry_ns(p, s, deadline) else {
-                return Expiry::Done;
-            };
-            let used = self.advance_in_use();
-            let at = ns.saturating_sub(used);
-            if s.ns < at {
-                return Expiry::Again(at);
-            }
-            if used != 0 && s.ns < ns && !p.is_blocking() {
-                // Early for a vCPU that blocked, but it no longer does (it
-                // was woken otherwise and has not entered the guest yet):
-                // at the deadline itself, so that it does not wait for it.
-                self.adv_used.store(NOT_TUNABLE, Ordering::Relaxed);
-                return Expiry::Again(ns);
-            }
-            let rest = deadline - self.guest_cycles(p);
-            if self.clock.cycles_to_ns_ceil(rest) > self.advance.max_ns() {
-                // A counter coarser than the advance: no early delivery
-                // could be waited out at entry.
-                return Expiry::Again(ns);
-            }
-        }
-        match self.mode {
-            Mode::Sbi if due => {
-                self.armed.store(false, Ordering::Release);
-                self.raise(p, deadline);
-            }
-            Mode::Sbi => {
-                // Still armed (its interrupt is not raised yet), but the
-                // host timer is done: pre_enter raises it.
-                self.entry.store(deadline, Ordering::Release);
-                self.stats.kick(p.kick());
-            }
-            Mode::Sstc => {
-                self.armed.store(false, Ordering::Release);
-                self.entry.store(deadline, Ordering::Release);
-                self.stats.irq(false);
-                self.stats.kick(p.kick());
-            }
-        }
-        Expiry::Done
-    }
-
-    /// Whether the timer should wake the (blocked) vCPU.
-    pub fn pending<P: Platform>(&self, p: &P) -> bool {
-        let deadline = self.deadline();
-        // Delivered by the host timer, for guest entry.
-        let delivered = deadline != NEVER && self.entry.load(Ordering::Acquire) == deadline;
-        match self.mode {
-            Mode::Sstc => {
-                // A masked timer does not end WFI (it would spin).
-                p.irq_enabled()
-                    && deadline != NEVER
-                    && (delivered || self.guest_cycles(p) >= deadline)
-            }
-            Mode::Sbi => p.irq_pending() || (delivered && p.irq_enabled()),
-        }
-    }
-
     /// Just before guest entry, interrupts disabled, the vCPU loaded here.
     /// A delivery that fired early waits out the rest of its deadline (SBI:
     /// then raises it); every delivery is measured and tunes the advance.
@@ -499,78 +413,11 @@ impl VcpuTimer {
         }
     }
 
-    /// The vCPU is loaded on this CPU.
-    pub fn load<P: Platform>(&self, p: &P) {
-        match self.mode {
-            Mode::Sstc => {
-                p.load_csrs(p.time_delta(), Some(self.deadline()));
-                if self.armed() {
-                    // Running again: the wake timer is not needed.
-                    self.disarm(p);
-                }
-            }
-            Mode::Sbi => {
-                p.load_csrs(p.time_delta(), None);
-                if self.armed() && self.timer_cpu.load(Ordering::Relaxed) != p.cpu() {
-                    // Follow the vCPU: expire on the CPU it runs on, so the
-                    // interrupt needs no IPI to reach it.  The callback may
-                    // have run on the old CPU meanwhile: only a timer still
-                    // armed after the cancel, and not already delivered
-                    // for guest entry, is started again, or the interrupt
-                    // would come twice.
-                    p.timer_cancel();
-                    let deadline = self.deadline();
-                    if self.armed() && self.entry.load(Ordering::Acquire) != deadline {
-                        self.stats.migration();
-                        self.arm(p, deadline);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The vCPU is put (sched-out, or the end of an ioctl).  When it is
-    /// about to block in WFI, put runs from the scheduler with interrupts
-    /// off.
-    pub fn put<P: Platform>(&self, p: &P) {
-        if self.mode != Mode::Sstc {
-            // Blocking: the host timer armed at the deadline while the vCPU
-            // ran now fires early by the advance, to wake it in time.  Not
-            // for a masked timer, which does not end WFI.
-            if p.is_blocking()
-                && self.advance.enabled()
-                && self.armed()
-                && self.adv_used.load(Ordering::Relaxed) == NOT_TUNABLE
-                && self.timer_cpu.load(Ordering::Relaxed) == p.cpu()
-                && p.irq_enabled()
-            {
-                self.rearm(p);
-            }
-            return;
-        }
-        // vstimecmp is saved by sync() after every exit.  Stop this hart's
-        // copy: once it passed, a stale deadline would leave VSTIP pending
-        // on a CPU that runs no guest, which then cannot idle in WFI.
-        p.load_csrs(p.time_delta(), Some(NEVER));
-        if p.is_blocking() && p.irq_enabled() {
-            self.arm(p, self.deadline());
-        }
-    }
-
     /// After every guest exit, interrupts disabled.
     pub fn sync<P: Platform>(&self, p: &P) {
         if self.mode == Mode::Sstc {
             self.deadline.store(p.read_compare(), Ordering::Release);
         }
-    }
-
-    /// vCPU reset (and creation): no deadline.  Runs with preemption
-    /// disabled; the host timer is a hard one, so cancelling never sleeps.
-    pub fn reset<P: Platform>(&self, p: &P) {
-        self.disarm(p);
-        self.entry.store(NEVER, Ordering::Release);
-        self.fired.store(NEVER, Ordering::Release);
-        self.deadline.store(NEVER, Ordering::Release);
     }
 
     /// vCPU destruction.
@@ -650,5 +497,146 @@ impl VcpuTimer {
                 _ => Err(RegError::Invalid),
             },
         }
+    }
+}
+
+impl<P: Platform> VcpuLogic<P> for VcpuTimer {
+    /// The host timer's callback.
+    fn expired(&self, p: &P) -> Expiry {
+        let deadline = self.deadline.load(Ordering::Acquire);
+        if deadline == NEVER {
+            self.armed.store(false, Ordering::Release);
+            return Expiry::Done;
+        }
+        let due = self.guest_cycles(p) >= deadline;
+        if !due {
+            // Early.  By the advance: deliver now, the vCPU waits out the
+            // rest at guest entry.  By more (a clock adjustment, or the
+            // counter offset moved back): still armed, at the deadline's
+            // new host time less the advance, if it has one.
+            let s = self.sample(p);
+            let Some(ns) = self.expiry_ns(p, s, deadline) else {
+                return Expiry::Done;
+            };
+            let used = self.advance_in_use();
+            let at = ns.saturating_sub(used);
+            if s.ns < at {
+                return Expiry::Again(at);
+            }
+            if used != 0 && s.ns < ns && !p.is_blocking() {
+                // Early for a vCPU that blocked, but it no longer does (it
+                // was woken otherwise and has not entered the guest yet):
+                // at the deadline itself, so that it does not wait for it.
+                self.adv_used.store(NOT_TUNABLE, Ordering::Relaxed);
+                return Expiry::Again(ns);
+            }
+            let rest = deadline - self.guest_cycles(p);
+            if self.clock.cycles_to_ns_ceil(rest) > self.advance.max_ns() {
+                // A counter coarser than the advance: no early delivery
+                // could be waited out at entry.
+                return Expiry::Again(ns);
+            }
+        }
+        match self.mode {
+            Mode::Sbi if due => {
+                self.armed.store(false, Ordering::Release);
+                self.raise(p, deadline);
+            }
+            Mode::Sbi => {
+                // Still armed (its interrupt is not raised yet), but the
+                // host timer is done: pre_enter raises it.
+                self.entry.store(deadline, Ordering::Release);
+                self.stats.kick(p.kick());
+            }
+            Mode::Sstc => {
+                self.armed.store(false, Ordering::Release);
+                self.entry.store(deadline, Ordering::Release);
+                self.stats.irq(false);
+                self.stats.kick(p.kick());
+            }
+        }
+        Expiry::Done
+    }
+
+    /// Whether the timer should wake the (blocked) vCPU.
+    fn pending(&self, p: &P) -> bool {
+        let deadline = self.deadline();
+        // Delivered by the host timer, for guest entry.
+        let delivered = deadline != NEVER && self.entry.load(Ordering::Acquire) == deadline;
+        match self.mode {
+            Mode::Sstc => {
+                // A masked timer does not end WFI (it would spin).
+                p.irq_enabled()
+                    && deadline != NEVER
+                    && (delivered || self.guest_cycles(p) >= deadline)
+            }
+            Mode::Sbi => p.irq_pending() || (delivered && p.irq_enabled()),
+        }
+    }
+
+    /// The vCPU is loaded on this CPU.
+    fn load(&self, p: &P) {
+        match self.mode {
+            Mode::Sstc => {
+                p.load_csrs(p.time_delta(), Some(self.deadline()));
+                if self.armed() {
+                    // Running again: the wake timer is not needed.
+                    self.disarm(p);
+                }
+            }
+            Mode::Sbi => {
+                p.load_csrs(p.time_delta(), None);
+                if self.armed() && !self.host.started_here(p) {
+                    // Follow the vCPU: expire on the CPU it runs on, so the
+                    // interrupt needs no IPI to reach it.  The callback may
+                    // have run on the old CPU meanwhile: only a timer still
+                    // armed after the cancel, and not already delivered
+                    // for guest entry, is started again, or the interrupt
+                    // would come twice.  The start counts the migration.
+                    p.timer_cancel();
+                    let deadline = self.deadline();
+                    if self.armed() && self.entry.load(Ordering::Acquire) != deadline {
+                        self.arm(p, deadline);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The vCPU is put (sched-out, or the end of an ioctl).  When it is
+    /// about to block in WFI, put runs from the scheduler with interrupts
+    /// off.
+    fn put(&self, p: &P) {
+        if self.mode != Mode::Sstc {
+            // Blocking: the host timer armed at the deadline while the vCPU
+            // ran now fires early by the advance, to wake it in time.  Not
+            // for a masked timer, which does not end WFI.
+            if p.is_blocking()
+                && self.advance.enabled()
+                && self.armed()
+                && self.adv_used.load(Ordering::Relaxed) == NOT_TUNABLE
+                && self.host.started_here(p)
+                && p.irq_enabled()
+            {
+                self.rearm(p);
+            }
+            return;
+        }
+        // vstimecmp is saved by sync() after every exit.  Stop this hart's
+        // copy: once it passed, a stale deadline would leave VSTIP pending
+        // on a CPU that runs no guest, which then cannot idle in WFI.
+        p.load_csrs(p.time_delta(), Some(NEVER));
+        if p.is_blocking() && p.irq_enabled() {
+            self.arm(p, self.deadline());
+        }
+    }
+
+    /// vCPU reset (and creation): no deadline.  Runs with preemption
+    /// disabled; the host timer is a hard one, so cancelling never sleeps.
+    fn reset(&self, p: &P) {
+        self.disarm(p);
+        self.entry.store(NEVER, Ordering::Release);
+        self.fired.store(NEVER, Ordering::Release);
+        self.deadline.store(NEVER, Ordering::Release);
     }
 }

@@ -10,12 +10,14 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::hrtimer::{end_run, Hr, Wait};
+use crate::hrtimer::{self, end_run, Hr, Wait};
 use crate::sched::{self, Actor, World};
 use crate::timer::clock::Clock;
 use crate::timer::el1::{
     can_fire, El1Timers, Error, Placement, Platform, TimerReg, Which, CTL_IMASK, CTL_ISTATUS,
 };
+use crate::timer::host_timer::HostClock;
+use crate::timer::VcpuLogic;
 
 /// The actors, by index.
 pub const VCPU: usize = 0;
@@ -329,11 +331,10 @@ impl Arm {
     }
 }
 
+hrtimer::impl_host_clock!(Arm);
+
 impl Platform for Arm {
     fn counter(&self) -> u64 {
-        self.lock().now
-    }
-    fn host_ns(&self) -> u64 {
         self.lock().now
     }
     fn offset(&self, t: Which) -> u64 {
@@ -439,36 +440,6 @@ impl Platform for Arm {
     fn irq_setup(&self, _direct: &[Which]) -> Result<(), Error> {
         Ok(())
     }
-    fn timer_start(&self, expires_ns: u64) {
-        sched::point(format!("timer_start({expires_ns})"));
-        if me() == TIMER {
-            sched::fail("the callback starts its own timer");
-        }
-        let mut w = self.lock();
-        let cpu = w.cpu_of(me());
-        w.hr = match w.hr {
-            Hr::Running { cpu, at, .. } => Hr::Running {
-                cpu,
-                at,
-                restarted: Some(expires_ns),
-            },
-            _ => Hr::Queued {
-                at: expires_ns,
-                cpu,
-            },
-        };
-    }
-    fn timer_cancel(&self) -> bool {
-        sched::point("timer_cancel");
-        if me() == TIMER {
-            sched::fail("the callback cancels its own timer");
-        }
-        self.wait(Wait::Callback);
-        let mut w = self.lock();
-        let was = matches!(w.hr, Hr::Queued { .. });
-        w.hr = Hr::Idle;
-        was
-    }
     fn wfit_deadline(&self) -> Option<u64> {
         sched::point("wfit_deadline");
         self.lock().wfit
@@ -480,9 +451,6 @@ impl Platform for Arm {
     fn is_blocking(&self) -> bool {
         sched::point("is_blocking");
         self.lock().blocking
-    }
-    fn cpu(&self) -> u32 {
-        self.lock().cpu_of(me())
     }
     fn atomic<R>(&self, f: impl FnOnce() -> R) -> R {
         self.irqs_off(f)

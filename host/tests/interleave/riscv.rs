@@ -6,12 +6,14 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::hrtimer::{end_run, Hr, Wait};
+use crate::hrtimer::{self, end_run, Hr, Wait};
 use crate::sched::{self, Actor, World};
 use crate::timer::advance::Advance;
 use crate::timer::clock::Clock;
+use crate::timer::host_timer::HostClock;
 use crate::timer::stats::Kick;
 use crate::timer::vcpu::{Mode, Platform, Reg, VcpuTimer, NEVER, STATE_OFF, STATE_ON};
+use crate::timer::VcpuLogic;
 
 /// The actors, by index.
 pub const VCPU: usize = 0;
@@ -288,11 +290,10 @@ impl Rv {
     }
 }
 
+hrtimer::impl_host_clock!(Rv);
+
 impl Platform for Rv {
     fn host_cycles(&self) -> u64 {
-        self.lock().now
-    }
-    fn host_ns(&self) -> u64 {
         self.lock().now
     }
     fn time_delta(&self) -> u64 {
@@ -301,43 +302,6 @@ impl Platform for Rv {
     fn set_time_delta(&self, delta: u64) {
         sched::point("set_time_delta");
         self.lock().delta = delta;
-    }
-    fn cpu(&self) -> u32 {
-        self.lock().cpu_of(me())
-    }
-    fn timer_start(&self, expires_ns: u64) {
-        sched::point(format!("timer_start({expires_ns})"));
-        let mut w = self.lock();
-        assert!(expires_ns <= i64::MAX as u64);
-        if me() == TIMER {
-            sched::fail("the callback starts its own timer");
-        }
-        let cpu = w.cpu_of(me());
-        w.hr = match w.hr {
-            // Legal while the callback ends with NORESTART; checked when
-            // it returns.
-            Hr::Running { cpu, at, .. } => Hr::Running {
-                cpu,
-                at,
-                restarted: Some(expires_ns),
-            },
-            _ => Hr::Queued {
-                at: expires_ns,
-                cpu,
-            },
-        };
-    }
-    fn timer_cancel(&self) -> bool {
-        sched::point("timer_cancel");
-        if me() == TIMER {
-            sched::fail("the callback cancels its own timer");
-        }
-        // hrtimer_cancel(): wait for a running callback, then dequeue.
-        self.wait(Wait::Callback);
-        let mut w = self.lock();
-        let was = matches!(w.hr, Hr::Queued { .. });
-        w.hr = Hr::Idle;
-        was
     }
     fn irq_raise(&self) -> Kick {
         sched::point("irq_raise");

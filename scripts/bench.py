@@ -588,15 +588,17 @@ def goal_checks(n, c, m, kind, S, G, baseline, cap_ns):
                                f"{fmt_num(bu)} (cap {fmt_num(cap_us)})"))
         return out
     if n == 6:
+        # Ours only: an early interrupt of KVM's own timer is an in-tree bug
+        # (kvt_bench records them), shown beside ours but not our miss.
         out = []
         for w in WORKLOADS:
-            for be in (OURS, BASE):
-                s = S(w, be)
-                who = "ours" if be == OURS else "in-tree"
-                out.append({**check(f"{w} {who} early", None if not s else s["early"] == 0,
-                                    f"{w} {who} {s['early']} early of {s['irqs']}" if s
-                                    else f"{w} {who} -"),
-                            "backend": be, "irqs": s["irqs"] if s else 0})
+            s, b = S(w, OURS), S(w, BASE)
+            base = f", in-tree {b['early']} of {b['irqs']}" if b else ""
+            out.append({**check(f"{w} ours early", None if not s else s["early"] == 0,
+                                f"{w} ours {s['early']} early of {s['irqs']}{base}" if s
+                                else f"{w} ours -"),
+                        "backend": OURS, "irqs": s["irqs"] if s else 0,
+                        "base_early": b["early"] if b else 0, "base_irqs": b["irqs"] if b else 0})
         return out
     raise ValueError(n)
 
@@ -635,8 +637,11 @@ def goal_detail(n, status, checks, ran=True):
             and all(c["met"] is None for c in checks)):
         return "no kvt_bench figures for this config and mode"
     if status == MET and n == 6:
-        irqs = {be: sum(c["irqs"] for c in checks if c["backend"] == be) for be in (OURS, BASE)}
-        return f"none in {irqs[OURS]} interrupts of ours, {irqs[BASE]} of in-tree"
+        ours = sum(c["irqs"] for c in checks)
+        early = sum(c["base_early"] for c in checks)
+        base = sum(c["base_irqs"] for c in checks)
+        return (f"none in {ours} interrupts of ours"
+                + (f" (in-tree: {early} early of {base})" if early else f", {base} of in-tree"))
     if status == MET:
         shown = checks
     else:

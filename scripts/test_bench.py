@@ -403,6 +403,16 @@ class GoalTest(unittest.TestCase):
         self.assertIsNotNone(m)
         self.assertEqual(int(m.group(1)), bench.ADVANCE_MAX_NS)
 
+    def test_goals_1_and_2_by_timer_kind(self):
+        none = (lambda *_: None)
+        for n, kind in ((1, bench.DIRECT), (2, bench.EMULATED)):
+            other = bench.EMULATED if kind == bench.DIRECT else bench.DIRECT
+            self.assertIsNone(bench.goal_checks(n, "c", "m", other, none, none, {}, None))
+            self.assertIsNotNone(bench.goal_checks(n, "c", "m", kind, none, none, {}, None))
+            unknown = bench.goal_checks(n, "c", "m", None, none, none, {}, None)
+            self.assertEqual([(x["met"], x["detail"]) for x in unknown],
+                             [(None, "mode m is not in c's bench_modes (selftests/plan.toml)")])
+
     def test_early_fails(self):
         runs, gaps = good_runs()
         # One early interrupt of ours: goals 1 and 6 missed.

@@ -148,10 +148,23 @@ kvt_kernel_dir() {
 	echo "$KVT_CACHE/kernel-$1${2:+-$2}-$(kvt_kernel_key "$1" "${2:-}")"
 }
 
-# Drop cache entries that are no longer useful: unfinished builds, all but
-# the newest two kernels and three selftest builds per architecture and
-# variant (the name without its -KEY), and sources no kept kernel was built
-# from.  Runs under the cache lock.
+# Whether a run uses cache entry $1: a .kvt-user-PID file in it (kvt.py's
+# claim()) whose process lives.
+kvt_in_use() {
+	local f
+	for f in "$1"/.kvt-user-*; do
+		[ -e "$f" ] || continue
+		kill -0 "${f##*-}" 2>/dev/null && return 0
+	done
+	return 1
+}
+
+# Drop cache entries that are no longer useful: unfinished builds older
+# than KVT_BUILDING_MIN minutes, all but the newest two kernels and three
+# selftest builds per architecture and variant (the name without its -KEY)
+# that no run uses now, and sources no kept kernel was built from.  Runs
+# under the cache lock.
+: "${KVT_BUILDING_MIN:=120}"
 kvt_prune() {
 	local kind keep d group
 	for kind in kernel selftests; do
@@ -159,7 +172,10 @@ kvt_prune() {
 		[ "$kind" = selftests ] && keep=3
 		for d in "$KVT_CACHE/$kind-"*; do
 			[ -d "$d" ] || continue
-			[ -e "$d/.kvt-ready" ] || rm -rf "$d"
+			[ -e "$d/.kvt-ready" ] && continue
+			# Unfinished: a build that failed, or one that runs now
+			# (selftests build outside the lock): only an old one goes.
+			[ -n "$(find "$d" -maxdepth 0 -mmin -"$KVT_BUILDING_MIN")" ] || rm -rf "$d"
 		done
 		# Newest first; none at all is fine (a fresh cache).
 		# shellcheck disable=SC2012
@@ -168,7 +184,10 @@ kvt_prune() {
 				group=${d%-*}
 				echo "$group $d"
 			done | awk -v keep="$keep" '++n[$1] > keep { print $2 }' |
-			while read -r d; do rm -rf "$d"; done
+			while read -r d; do
+				[ -e "$d/.kvt-ready" ] || continue
+				kvt_in_use "$d" || rm -rf "$d"
+			done
 	done
 	for d in "$KVT_CACHE"/src-*; do
 		[ -d "$d" ] || continue

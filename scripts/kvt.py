@@ -13,15 +13,18 @@ failure that passed).  A console that shows a kernel splat fails the boot.
 """
 
 import argparse
+import atexit
 import concurrent.futures
 import fnmatch
 import functools
 import os
 import re
 import shlex
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import tomllib
@@ -37,6 +40,8 @@ BUILD = Path(os.environ.get("KVT_BUILD", ROOT / "build"))
 BACKENDS = ("intree", "vtimer")
 # Seconds a boot may take beyond the sum of its tests' timeouts.
 BOOT_SLACK = 180
+# Console lines shown of a boot whose plan did not finish.
+CONSOLE_TAIL = 40
 
 QEMU = {
     "riscv": ("qemu-system-riscv64", "ttyS0", ["-bios", "default"]),
@@ -257,14 +262,24 @@ def build_init(arch):
     return out
 
 
+def claim(entry):
+    """Mark cache ENTRY as used by this process until it exits, so that
+    another run's kvt_prune (scripts/env.sh) leaves it."""
+    marker = Path(entry) / f".kvt-user-{os.getpid()}"
+    marker.touch()
+    atexit.register(marker.unlink, missing_ok=True)
+
+
 def prepare(arch, tests, variant=None):
     """Build kernel, module, selftests and init for ARCH, with the kernel
     VARIANT (configs/VARIANT.config over configs/ARCH.config) if given."""
     v = [variant] if variant else []
     linux_source_version()
     kdir = Path(sh(SCRIPTS / "build-kernel.sh", arch, *v))
+    claim(kdir)
     ko = sh(SCRIPTS / "build-module.sh", arch, *v)
     selftests = sh(SCRIPTS / "build-selftests.sh", arch, *v)
+    claim(selftests)
     init = build_init(arch)
     modules = {"kvm_vtimer.ko": ko}
     kvm_ko = kdir / "build" / "arch" / "riscv" / "kvm" / "kvm.ko"
@@ -325,12 +340,15 @@ def boot(plan, name, prepared, tests, echo=False, steps=None, outdir=None,
 
     qemu, console, extra = QEMU[arch]
     logf = outdir / "console.log"
+    # A socket's path is short (108 bytes): outside OUTDIR unless asked.
+    mondir = None if os.environ.get("KVT_MONITOR") else tempfile.mkdtemp(prefix="kvt-mon-")
+    monitor = outdir / "monitor.sock" if mondir is None else Path(mondir) / "m.sock"
+    monitor.unlink(missing_ok=True)
     argv = [qemu, *cfg["qemu"], *extra, "-smp", str(cfg.get("smp", 4)),
             "-m", cfg.get("mem", "1G"), "-display", "none",
-            # KVT_MONITOR=1: the emulated host's QEMU monitor on a socket
-            # in OUTDIR, to look at a hung host (`info registers`).
-            "-monitor", (f"unix:{outdir}/monitor.sock,server=on,wait=off"
-                         if os.environ.get("KVT_MONITOR") else "none"),
+            # The emulated host's QEMU monitor, for hung_cpus() and, with
+            # KVT_MONITOR=1, in OUTDIR for a human to look at a hung host.
+            "-monitor", f"unix:{monitor},server=on,wait=off",
             "-serial", f"file:{logf}", "-nic", "none", "-no-reboot",
             "-kernel", str(image), "-initrd", str(initrd),
             "-append", f"console={console} rdinit=/init panic=-1 printk.time=1"]
@@ -365,6 +383,7 @@ def boot(plan, name, prepared, tests, echo=False, steps=None, outdir=None,
         if done:
             break
         if time.monotonic() - start > limit:
+            where = hung_cpus(monitor, outdir / "hung-registers.txt", arch, image)
             proc.kill()
             proc.wait()
             timed_out = True
@@ -373,16 +392,84 @@ def boot(plan, name, prepared, tests, echo=False, steps=None, outdir=None,
     wall = time.monotonic() - start
     qemu_out = reader.finish().strip()
     console = mend_console(logf.read_text(errors="replace").splitlines())
+    if mondir is not None:
+        shutil.rmtree(mondir, ignore_errors=True)
     if timed_out:
-        why = f"QEMU timed out after {limit}s"
+        why = f"QEMU timed out after {limit}s" + (f"; its CPUs were at {where}" if where else "")
     else:
         why = qemu_out.splitlines()[-1] if qemu_out else "QEMU exited"
     b = Boot(name, arch, log_path=logf, wall=wall)
     b.results = classify(plan, name, [tid for tid, _ in steps if tid], console, wall, why,
                          xfail_backend)
+    if PLAN_DONE not in console:
+        # A CI log has no console.log: its end, where the host stopped.
+        log(f"# {name}: the plan did not finish ({why}); the console's last lines:")
+        for line in console[-CONSOLE_TAIL:]:
+            log(f"#   {line}")
     for tid, lines in split_output(console).items():
         (outdir / f"{tid}.log").write_text("".join(l + "\n" for l in lines))
     return b
+
+
+def hung_cpus(sock, path, arch, image, wait=10):
+    """Where the CPUs of a hung emulated host are: `info registers -a`
+    through its monitor SOCK, written to PATH, each CPU's program counter
+    named from the kernel's System.map (next to IMAGE) when it is the
+    host's.  "" if the monitor does not answer."""
+    import socket
+
+    text = b""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(1)
+            s.connect(str(sock))
+            s.sendall(b"info registers -a\n")
+            end = time.monotonic() + wait
+            while time.monotonic() < end:
+                try:
+                    chunk = s.recv(65536)
+                except TimeoutError:
+                    if text:
+                        break
+                    continue
+                if not chunk:
+                    break
+                text += chunk
+    except OSError as e:
+        log(f"kvt: monitor {sock}: {e}")
+        return ""
+    out = text.decode(errors="replace")
+    Path(path).write_text(out)
+    pcs = re.findall(r"(?m)^\s*pc\s+([0-9a-f]{16})" if arch == "riscv"
+                     else r"PC=([0-9a-f]{16})", out)
+    symbols = system_map(Path(image).parents[3] / "System.map")
+    return ", ".join(f"CPU{i} {name_pc(int(pc, 16), symbols)}" for i, pc in enumerate(pcs))
+
+
+def system_map(path):
+    """A kernel's text symbols from its System.map, by address."""
+    syms = []
+    try:
+        with open(path) as f:
+            for line in f:
+                addr, kind, name = line.split()[:3]
+                if kind in "tTwW":
+                    syms.append((int(addr, 16), name))
+    except (OSError, ValueError):
+        return []
+    syms.sort()
+    return syms
+
+
+def name_pc(pc, symbols):
+    """PC as symbol+offset, or in hex when it is not in the kernel's text."""
+    import bisect
+
+    i = bisect.bisect_right(symbols, (pc, "\uffff")) - 1
+    if i < 0 or i + 1 >= len(symbols):
+        return f"{pc:#x}"
+    addr, name = symbols[i]
+    return f"{name}+{pc - addr:#x}"
 
 
 class LineReader(threading.Thread):

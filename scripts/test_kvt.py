@@ -105,6 +105,22 @@ class InitTest(unittest.TestCase):
         subprocess.run(["sleep", "3.5"])
         self.assertFalse(marker.exists(), "a child of a timed-out step survived")
 
+    def test_timeout_lists_the_steps_tasks(self):
+        # What a step stuck in the kernel would leave to see: its tasks'
+        # states and wait channels, before the kill.
+        script = self.tmp / "two.sh"
+        script.write_text("#!/bin/sh\nsleep 30 &\nsleep 30\n")
+        script.chmod(0o755)
+        lines = self.run_plan(f"run 1 a.two {script}\n")
+        head = [l for l in lines if l.startswith("# init: step ")]
+        self.assertEqual(len(head), 1, lines)
+        self.assertIn("past its deadline", head[0])
+        tasks = [l for l in lines if l.startswith("# init:   ")]
+        self.assertEqual(sum("(two.sh) S wchan=" in l for l in tasks), 1, tasks)
+        self.assertEqual(sum("(sleep) S wchan=" in l for l in tasks), 2, tasks)
+        res = [m for m in map(kvt.RESULT_RE.match, lines) if m]
+        self.assertEqual(res[0].group(5), "TIMEOUT 1s")
+
 
 class CpioTest(unittest.TestCase):
     def test_archive_lists_with_cpio(self):
@@ -437,8 +453,23 @@ class RustLibSrcTest(unittest.TestCase):
 # 30 s), prints FAKE_FLOOD bytes, writes FAKE_CONSOLE as its serial console,
 # prints "qemu: last" and exits.
 FAKE_QEMU = r"""#!/usr/bin/env python3
-import os, sys, time
+import os, socket, sys, threading, time
 serial = next(a[5:] for a in sys.argv if a.startswith("file:"))
+mon = next(a[5:].split(",")[0] for a in sys.argv if a.startswith("unix:"))
+
+def monitor():
+    # A monitor that answers `info registers -a` for two RISC-V CPUs.
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(mon)
+    srv.listen(1)
+    c, _ = srv.accept()
+    if b"info registers -a" in c.recv(100):
+        c.sendall(b"CPU#0\n V      =   0\n pc       ffffffff80001010\n"
+                  b"CPU#1\n V      =   1\n pc       0000000000400000\n")
+    time.sleep(5)
+
+threading.Thread(target=monitor, daemon=True).start()
+open(serial, "w").write("[    1.0] booting\n")
 print("qemu: first", flush=True)
 end = time.monotonic() + 30
 while not os.path.exists(os.environ["FAKE_GO"]) and time.monotonic() < end:
@@ -522,14 +553,30 @@ class BootOutputTest(unittest.TestCase):
         self.assertEqual(lines[-1], "qemu: last")
 
     def test_timeout_and_no_stale_output(self):
-        # A qemu.out of an earlier boot goes; a QEMU over its limit is killed.
+        # A qemu.out of an earlier boot goes; a QEMU over its limit is killed,
+        # after its monitor said where its CPUs were.
         self.out.mkdir()
         (self.out / "qemu.out").write_text("old\n")
-        with mock.patch.object(kvt, "BOOT_SLACK", 1):
-            b = self.boot()
+        build = self.tmp / "k" / "build"
+        (build / "arch/riscv/boot").mkdir(parents=True)
+        (build / "System.map").write_text("ffffffff80001000 T handle_exception\n"
+                                          "ffffffff80001000 a an_absolute\n"
+                                          "ffffffff80002000 T _end_of_it\n")
+        logged = []
+        with mock.patch.object(kvt, "BOOT_SLACK", 1), \
+                mock.patch.object(kvt, "log", logged.append):
+            b = kvt.boot(self.PLAN, "c", (build / "arch/riscv/boot/Image", None, None, {}),
+                         [], steps=self.STEPS, outdir=self.out,
+                         initramfs=lambda path, text: path.write_bytes(b""))
         r = self.results(b)
         self.assertEqual(r["console"].status, "fail")
-        self.assertIn("QEMU timed out after 1s", r["console"].note)
+        self.assertIn("QEMU timed out after 1s; its CPUs were at "
+                      "CPU0 handle_exception+0x10, CPU1 0x400000", r["console"].note)
+        self.assertIn("pc       ffffffff80001010",
+                      (self.out / "hung-registers.txt").read_text())
+        # The console's end goes to the log (a CI log has no console.log).
+        self.assertTrue(any("the plan did not finish" in l for l in logged), logged)
+        self.assertIn("#   [    1.0] booting", logged)
         self.assertIn("QEMU timed out after 1s", r["p.t1"].note)
         self.assertLess(b.wall, 10)
         self.assertEqual((self.out / "qemu.out").read_text(), "qemu: first\n")
@@ -730,12 +777,46 @@ class CachePruneTest(unittest.TestCase):
                 (k / ".kvt-ready").touch()
                 os.utime(k, (1000 + i, 1000 + i))
             (cache / "kernel-arm64-unfinished").mkdir()
+            os.utime(cache / "kernel-arm64-unfinished", (1000, 1000))
             (cache / "src-unused").mkdir()
             (cache / "src-used").mkdir()
             (cache / "kernel-riscv-k2" / "source").symlink_to(cache / "src-used")
             self.prune(cache)
             self.assertEqual(sorted(p.name for p in cache.iterdir()),
                              ["kernel-riscv-k1", "kernel-riscv-k2", "src-used"])
+
+    def test_entries_in_use_and_builds_under_way_stay(self):
+        with tempfile.TemporaryDirectory() as d:
+            cache = Path(d)
+            for i in range(5):
+                s = cache / f"selftests-riscv-s{i}"
+                s.mkdir()
+                (s / ".kvt-ready").touch()
+            # s0 is used by a live run (this one), s1 by one that is gone.
+            (cache / "selftests-riscv-s0" / f".kvt-user-{os.getpid()}").touch()
+            (cache / "selftests-riscv-s1" / ".kvt-user-999999999").touch()
+            for i in range(5):
+                os.utime(cache / f"selftests-riscv-s{i}", (1000 + i, 1000 + i))
+            # A build under way, and one that failed long ago.
+            (cache / "selftests-arm64-building").mkdir()
+            old = cache / "selftests-arm64-failed"
+            old.mkdir()
+            os.utime(old, (1000, 1000))
+            self.prune(cache)
+            self.assertEqual(sorted(p.name for p in cache.iterdir()),
+                             ["selftests-arm64-building", "selftests-riscv-s0",
+                              "selftests-riscv-s2", "selftests-riscv-s3",
+                              "selftests-riscv-s4"])
+
+    def test_claim_marks_until_exit(self):
+        with tempfile.TemporaryDirectory() as d:
+            code = (f"import sys; sys.path.insert(0, {str(kvt.ROOT / 'scripts')!r}); "
+                    f"import kvt, os; kvt.claim({d!r}); "
+                    f"print(os.path.exists(os.path.join({d!r}, f'.kvt-user-{{os.getpid()}}')))")
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                 text=True, check=True).stdout
+            self.assertEqual(out.strip(), "True")
+            self.assertEqual(list(Path(d).iterdir()), [])
 
 
 class WhyFailedTest(unittest.TestCase):

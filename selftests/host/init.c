@@ -18,13 +18,17 @@
  * Everything a step prints is indented by four spaces, so the unindented
  * "ok N ID" / "not ok N ID # ..." lines are ours alone.  A step that runs
  * longer than TIMEOUT seconds is killed with its process group and reported
- * "not ok N ID # TIMEOUT".  Exit status 4 (KSFT_SKIP) is reported as SKIP.
- * When the plan is done the host powers off.
+ * "not ok N ID # TIMEOUT", once its tasks' states, the kernel's blocked
+ * tasks and all CPUs' backtraces are on the console; one that SIGKILL does
+ * not end within REAP_WAIT_S seconds is left behind.  Exit status 4
+ * (KSFT_SKIP) is reported as SKIP.  When the plan is done the host powers
+ * off.
  *
  * Run as any other process than PID 1 (the runner's own tests do), it mounts
  * nothing, reads the plan named by its first argument and just exits.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -46,8 +50,11 @@
 #define KSFT_SKIP	4
 #define MAX_ARGS	64
 #define LINE_MAX_LEN	4096
+/* How long a killed step may take to go. */
+#define REAP_WAIT_S	30
 
 static int test_nr;
+static int is_init;
 
 static double now(void)
 {
@@ -124,10 +131,106 @@ static int relay(int fd, double deadline)
 	return 0;
 }
 
+static int write_file(const char *path, const char *str)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	n = write(fd, str, strlen(str));
+	close(fd);
+	if (n < 0)
+		return -errno;
+	return 0;
+}
+
+/* One task's line for show_stuck(), if it is in SID's session or blocked. */
+static void show_task(const char *pid, const char *tid, pid_t sid)
+{
+	char path[560], buf[512], wchan[128] = "-", state;
+	int session;
+	char *r;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%s/task/%s/stat", pid, tid);
+	f = fopen(path, "re");
+	if (!f)
+		return;
+	r = fgets(buf, sizeof(buf), f) ? strrchr(buf, ')') : NULL;
+	fclose(f);
+	/* "TID (comm) S PPID PGRP SID ..." */
+	if (!r || sscanf(r + 1, " %c %*d %*d %d", &state, &session) != 2)
+		return;
+	if (session != sid && state != 'D')
+		return;
+	snprintf(path, sizeof(path), "/proc/%s/task/%s/wchan", pid, tid);
+	f = fopen(path, "re");
+	if (f) {
+		if (!fgets(wchan, sizeof(wchan), f) || !wchan[0])
+			snprintf(wchan, sizeof(wchan), "-");
+		fclose(f);
+	}
+	r[1] = '\0';
+	line_out("# init:   %s %c wchan=%s", buf, state, wchan);
+}
+
+/*
+ * A step past its deadline: where are its tasks, and the kernel's?  The
+ * state and wait channel of every task of the step's session and of every
+ * blocked one, then the kernel's blocked tasks and every CPU's backtrace
+ * (sysrq w and l) on the console.  A step stuck in the kernel (state D)
+ * does not die of SIGKILL: this is all there would be to see of it.
+ */
+static void show_stuck(pid_t sid)
+{
+	struct dirent *p, *t;
+	char path[300];
+	DIR *procs, *tasks;
+
+	line_out("# init: step %d past its deadline; its tasks and the blocked ones:",
+		 (int)sid);
+	procs = opendir("/proc");
+	while (procs && (p = readdir(procs))) {
+		if (p->d_name[0] < '1' || p->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/task", p->d_name);
+		tasks = opendir(path);
+		while (tasks && (t = readdir(tasks)))
+			if (t->d_name[0] != '.')
+				show_task(p->d_name, t->d_name, sid);
+		if (tasks)
+			closedir(tasks);
+	}
+	if (procs)
+		closedir(procs);
+	/* Not on the machine that runs the runner's own tests. */
+	if (is_init) {
+		write_file("/proc/sysrq-trigger", "w");
+		write_file("/proc/sysrq-trigger", "l");
+	}
+}
+
+/* Reap PID within SECS seconds: 1 if it exited, 0 if it is still there. */
+static int reap(pid_t pid, int *status, int secs)
+{
+	double deadline = now() + secs;
+
+	for (;;) {
+		pid_t r = waitpid(pid, status, WNOHANG);
+
+		if (r == pid || (r < 0 && errno != EINTR))
+			return 1;
+		if (now() >= deadline)
+			return 0;
+		usleep(10000);
+	}
+}
+
 static void step_run(int timeout, const char *id, char **argv)
 {
 	double start = now(), deadline = start + timeout;
-	int pipefd[2], status = 0, timed_out;
+	int pipefd[2], status = 0, timed_out, unkillable = 0;
 	pid_t pid;
 
 	if (pipe2(pipefd, O_CLOEXEC)) {
@@ -162,13 +265,18 @@ static void step_run(int timeout, const char *id, char **argv)
 		}
 	}
 	if (timed_out) {
+		show_stuck(pid);
 		kill(-pid, SIGKILL);
 		kill(pid, SIGKILL);
-		waitpid(pid, &status, 0);
+		unkillable = !reap(pid, &status, REAP_WAIT_S);
 	}
 	close(pipefd[0]);
 
-	if (timed_out)
+	if (unkillable)
+		result(0, id, now() - start,
+		       "TIMEOUT %ds, still there %ds after SIGKILL (see the blocked tasks above)",
+		       timeout, REAP_WAIT_S);
+	else if (timed_out)
 		result(0, id, now() - start, "TIMEOUT %ds", timeout);
 	else if (WIFSIGNALED(status))
 		result(0, id, now() - start, "signal=%d", WTERMSIG(status));
@@ -227,20 +335,6 @@ static void step_cat(const char *path)
 		line_out("    %s", buf);
 	}
 	fclose(f);
-}
-
-static int write_file(const char *path, const char *str)
-{
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
-	ssize_t n;
-
-	if (fd < 0)
-		return -errno;
-	n = write(fd, str, strlen(str));
-	close(fd);
-	if (n < 0)
-		return -errno;
-	return 0;
 }
 
 static void step_write(const char *path, const char *str)
@@ -326,10 +420,10 @@ int main(int main_argc, char **main_argv)
 {
 	char line[LINE_MAX_LEN], *argv[MAX_ARGS + 1];
 	const char *plan_path = "/plan";
-	int is_init = getpid() == 1;
 	FILE *plan;
 	int argc;
 
+	is_init = getpid() == 1;
 	if (is_init) {
 		mount_fs("proc", "/proc", "proc");
 		mount_fs("sysfs", "/sys", "sysfs");

@@ -32,8 +32,9 @@ struct kvt_timer_irqs {
 	u64 ctl;	/* CTL then, before the handler masked the timer */
 };
 
-/* Filled in by the host before the guest runs (__kvt_timer_vm_setup()). */
+/* Filled in by the host before the guest runs (kvt_timer_vm_setup()). */
 static u32 kvt_timer_intid[KVT_NR_TIMERS];
+static u32 kvt_nr_vcpus = 1;
 /* Written by the guest, indexed by enum arch_timer (VIRTUAL, PHYSICAL). */
 static struct kvt_timer_irqs kvt_irqs[KVT_NR_TIMERS];
 
@@ -42,15 +43,19 @@ static inline const char *kvt_timer_name(enum arch_timer timer)
 	return timer == VIRTUAL ? "virtual" : "physical";
 }
 
-static inline void kvt_guest_irq_handler(struct ex_regs *regs)
+/*
+ * Guest: take a timer interrupt, record it in @irqs (indexed by timer) and
+ * check it (the header's comment).  Returns false for a spurious one.
+ */
+static inline bool kvt_guest_timer_irq(struct kvt_timer_irqs *irqs)
 {
 	u32 intid = gic_get_and_ack_irq();
-	struct kvt_timer_irqs *irqs;
+	struct kvt_timer_irqs *rec;
 	enum arch_timer timer;
 	u64 ctl, cval, cnt;
 
 	if (intid == IAR_SPURIOUS)
-		return;
+		return false;
 	if (intid == kvt_timer_intid[VIRTUAL]) {
 		timer = VIRTUAL;
 	} else if (intid == kvt_timer_intid[PHYSICAL]) {
@@ -58,7 +63,7 @@ static inline void kvt_guest_irq_handler(struct ex_regs *regs)
 	} else {
 		gic_set_eoi(intid);
 		GUEST_FAIL("unexpected interrupt %u", intid);
-		return;
+		return false;
 	}
 
 	ctl = timer_get_ctl(timer);
@@ -67,11 +72,11 @@ static inline void kvt_guest_irq_handler(struct ex_regs *regs)
 	timer_set_ctl(timer, CTL_IMASK);
 	gic_set_eoi(intid);
 
-	irqs = &kvt_irqs[timer];
-	WRITE_ONCE(irqs->cnt, cnt);
-	WRITE_ONCE(irqs->cval, cval);
-	WRITE_ONCE(irqs->ctl, ctl);
-	WRITE_ONCE(irqs->count, irqs->count + 1);
+	rec = &irqs[timer];
+	WRITE_ONCE(rec->cnt, cnt);
+	WRITE_ONCE(rec->cval, cval);
+	WRITE_ONCE(rec->ctl, ctl);
+	WRITE_ONCE(rec->count, rec->count + 1);
 
 	__GUEST_ASSERT((ctl & KVT_CTL_MASK) == (CTL_ENABLE | CTL_ISTATUS),
 		       "%s timer interrupt with CTL 0x%lx (want ENABLE|ISTATUS, not IMASK)",
@@ -79,6 +84,12 @@ static inline void kvt_guest_irq_handler(struct ex_regs *regs)
 	__GUEST_ASSERT(cnt >= cval,
 		       "%s timer interrupt before its deadline: counter 0x%lx < CVAL 0x%lx",
 		       kvt_timer_name(timer), cnt, cval);
+	return true;
+}
+
+static inline void kvt_guest_irq_handler(struct ex_regs *regs)
+{
+	kvt_guest_timer_irq(kvt_irqs);
 }
 
 /*
@@ -89,9 +100,26 @@ static inline void kvt_guest_irq_handler(struct ex_regs *regs)
 static inline void kvt_guest_timer_init(void)
 {
 	local_irq_disable();
-	gic_init(GIC_V3, 1);
+	gic_init(GIC_V3, kvt_nr_vcpus);
 	gic_irq_enable(kvt_timer_intid[VIRTUAL]);
 	gic_irq_enable(kvt_timer_intid[PHYSICAL]);
+}
+
+/*
+ * Guest, interrupts masked at the CPU: make the vGIC resample @timer's
+ * line.  Once the vGIC has made the interrupt pending in a list register,
+ * it stays pending there until the next exit, also when the guest moves
+ * CVAL ahead, masks or disables the timer meanwhile (no exit when the
+ * hardware runs the timer): the CPU would then take an interrupt whose
+ * timer condition no longer holds, as a GIC may for a level interrupt
+ * whose line just dropped.  Each exit resamples the line of a mapped
+ * interrupt pending in a list register; a redistributor read is one.
+ * Call it after a write that may end a timer condition, before
+ * unmasking.
+ */
+static inline void kvt_guest_resample(enum arch_timer timer)
+{
+	gic_irq_get_pending(kvt_timer_intid[timer]);
 }
 
 /* Guest: arm @timer to fire at @cval, its interrupt unmasked. */
@@ -187,28 +215,33 @@ static inline bool kvt_guest_check_istatus(enum arch_timer timer)
 	return ctl & CTL_ISTATUS;
 }
 
-/* Host: the guest's vector table, with @handler for its IRQs. */
-static inline void kvt_vm_irq_handler(struct kvm_vm *vm, struct kvm_vcpu *vcpu,
-				      handler_fn handler)
+/* Host: the guest's vector tables for @nr vCPUs, with @handler for IRQs. */
+static inline void __kvt_vm_irq_handler(struct kvm_vm *vm, struct kvm_vcpu **vcpus, u32 nr,
+					handler_fn handler)
 {
 	vm_init_descriptor_tables(vm);
 	vm_install_exception_handler(vm, VECTOR_IRQ_CURRENT, handler);
-	vcpu_init_descriptor_tables(vcpu);
+	for (u32 i = 0; i < nr; i++)
+		vcpu_init_descriptor_tables(vcpus[i]);
 }
 
-/* The vGIC device of the VM __kvt_timer_vm_setup() set up last. */
+/* The same for a VM with one vCPU. */
+static inline void kvt_vm_irq_handler(struct kvm_vm *vm, struct kvm_vcpu *vcpu,
+				      handler_fn handler)
+{
+	__kvt_vm_irq_handler(vm, &vcpu, 1, handler);
+}
+
+/* The vGIC device of the VM kvt_timer_vm_setup() set up last. */
 static int kvt_gic_fd = -1;
 
 /*
- * Host: the guest's vector table and interrupt handler @handler, the vGICv3
- * and the timers' PPI numbers for a VM with one vCPU, created by the caller.
+ * Host: tell the guest the timers' PPIs, as KVM has them now (the VM's,
+ * read through @vcpu's attributes).
  */
-static inline void __kvt_timer_vm_setup(struct kvm_vm *vm, struct kvm_vcpu *vcpu,
-					handler_fn handler)
+static inline void kvt_sync_timer_intids(struct kvm_vm *vm, struct kvm_vcpu *vcpu)
 {
 	u32 virq, pirq;
-
-	kvt_vm_irq_handler(vm, vcpu, handler);
 
 	vcpu_device_attr_get(vcpu, KVM_ARM_VCPU_TIMER_CTRL,
 			     KVM_ARM_VCPU_TIMER_IRQ_VTIMER, &virq);
@@ -217,8 +250,22 @@ static inline void __kvt_timer_vm_setup(struct kvm_vm *vm, struct kvm_vcpu *vcpu
 	kvt_timer_intid[VIRTUAL] = virq;
 	kvt_timer_intid[PHYSICAL] = pirq;
 	sync_global_to_guest(vm, kvt_timer_intid);
+}
 
-	kvt_gic_fd = vgic_v3_setup(vm, 1, 64);
+/*
+ * Host: the guest's vector tables and interrupt handler @handler, the
+ * vGICv3 and the timers' PPI numbers for a VM whose @nr vCPUs (all it will
+ * have) the caller created.
+ */
+static inline void kvt_timer_vm_setup(struct kvm_vm *vm, struct kvm_vcpu **vcpus, u32 nr,
+				      handler_fn handler)
+{
+	__kvt_vm_irq_handler(vm, vcpus, nr, handler);
+	kvt_sync_timer_intids(vm, vcpus[0]);
+	kvt_nr_vcpus = nr;
+	sync_global_to_guest(vm, kvt_nr_vcpus);
+
+	kvt_gic_fd = vgic_v3_setup(vm, nr, 64);
 	TEST_ASSERT(kvt_gic_fd >= 0, "no vGICv3");
 }
 
@@ -243,7 +290,7 @@ static inline struct kvm_vm *__kvt_timer_vm_create(struct kvm_vcpu **vcpu, void 
 {
 	struct kvm_vm *vm = vm_create_with_one_vcpu(vcpu, guest_code);
 
-	__kvt_timer_vm_setup(vm, *vcpu, handler);
+	kvt_timer_vm_setup(vm, vcpu, 1, handler);
 	return vm;
 }
 

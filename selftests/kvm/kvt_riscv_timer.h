@@ -46,21 +46,36 @@ static inline bool kvt_guest_stip_pending(void)
 }
 
 /*
- * A VM with one vCPU running @guest_code, interrupts handled by @handler,
- * and the timer frequency in the guest's timer_freq.
+ * For a VM whose @nr vCPUs (all it will have) the caller created:
+ * interrupts handled by @handler, and the timer frequency in the guest's
+ * timer_freq.
  */
+static inline void kvt_timer_vm_setup(struct kvm_vm *vm, struct kvm_vcpu **vcpus, u32 nr,
+				      exception_handler_fn handler)
+{
+	vm_init_vector_tables(vm);
+	vm_install_interrupt_handler(vm, handler);
+	for (u32 i = 0; i < nr; i++)
+		vcpu_init_vector_tables(vcpus[i]);
+	vcpu_get_reg(vcpus[0], RISCV_TIMER_REG(frequency), &timer_freq);
+	sync_global_to_guest(vm, timer_freq);
+}
+
+/* A VM with one vCPU running @guest_code, set up as above. */
 static inline struct kvm_vm *kvt_timer_vm_create(struct kvm_vcpu **vcpu,
 						 void *guest_code,
 						 exception_handler_fn handler)
 {
 	struct kvm_vm *vm = vm_create_with_one_vcpu(vcpu, guest_code);
 
-	vm_init_vector_tables(vm);
-	vm_install_interrupt_handler(vm, handler);
-	vcpu_init_vector_tables(*vcpu);
-	vcpu_get_reg(*vcpu, RISCV_TIMER_REG(frequency), &timer_freq);
-	sync_global_to_guest(vm, timer_freq);
+	kvt_timer_vm_setup(vm, vcpu, 1, handler);
 	return vm;
+}
+
+/* Destroy a VM of kvt_timer_vm_create() (as on arm64, which has more). */
+static inline void kvt_timer_vm_free(struct kvm_vm *vm)
+{
+	kvm_vm_free(vm);
 }
 
 #endif

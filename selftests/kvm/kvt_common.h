@@ -3,7 +3,8 @@
  * What kvm_vtimer's selftests share on every architecture: loading and
  * unloading the module, its reference count and its debugfs statistics, a
  * vCPU run and its ucall, a vCPU thread joined with a watchdog, vCPU
- * statistics, a migrating thread and a pseudo-random sequence.
+ * statistics, a migrating thread, a pseudo-random sequence and hostile
+ * values drawn from it.
  */
 #ifndef KVT_COMMON_H
 #define KVT_COMMON_H
@@ -173,6 +174,21 @@ static inline void kvt_run_until_done(struct kvm_vcpu *vcpu)
 	kvt_get_ucall(vcpu, &uc, BIT_ULL(UCALL_DONE));
 }
 
+/*
+ * Run @vcpu to its guest's next stop: the stage of its GUEST_SYNC
+ * (GUEST_SYNC(stage)), or 0 when done.  For a guest that does not wait
+ * for interrupts: no watchdog.
+ */
+static inline u64 kvt_run_to_sync(struct kvm_vcpu *vcpu)
+{
+	struct ucall uc;
+
+	vcpu_run(vcpu);
+	if (kvt_get_ucall(vcpu, &uc, BIT_ULL(UCALL_SYNC) | BIT_ULL(UCALL_DONE)) == UCALL_SYNC)
+		return uc.args[1];
+	return 0;
+}
+
 struct kvt_vcpu_run {
 	struct kvm_vcpu *vcpu;
 	struct ucall uc;
@@ -256,6 +272,55 @@ static inline u64 kvt_xorshift(u64 *s)
 	x ^= x << 17;
 	*s = x;
 	return x;
+}
+
+/*
+ * Parse the command line, whose options all take a number: @opts as for
+ * getopt(), each letter followed by ':', and @vals[i] for the i-th letter.
+ * Any other option fails the test.
+ */
+static inline void kvt_number_opts(int argc, char *argv[], const char *opts, u64 *vals[])
+{
+	const char *p;
+	int opt;
+
+	while ((opt = getopt(argc, argv, opts)) != -1) {
+		p = strchr(opts, opt);
+		if (opt == ':' || opt == '?' || !p)
+			exit(KSFT_FAIL);
+		*vals[(p - opts) / 2] = strtoull(optarg, NULL, 0);
+	}
+}
+
+/*
+ * A hostile deadline or register value from the sequence @s: mostly
+ * boundaries (0, 1, the sign bit, all ones, 32-bit edges), values near
+ * @now (behind or ahead, by a little or by a power of two), or anything.
+ */
+static inline u64 kvt_hostile_value(u64 *s, u64 now)
+{
+	static const u64 fixed[] = {
+		0, 1, 2, 0x7fffffffffffffffULL, 0x8000000000000000ULL,
+		-2ULL, -1ULL, 0xffffffffULL, 0x100000000ULL,
+	};
+	u64 r = kvt_xorshift(s);
+
+	switch (r % 8) {
+	case 0:
+		return fixed[(r >> 8) % ARRAY_SIZE(fixed)];
+	case 1:
+		return now - ((r >> 8) % 1000);
+	case 2:
+		return now + ((r >> 8) % 1000);
+	case 3:
+		return now + (1ULL << ((r >> 8) % 64));
+	case 4:
+		return now - (1ULL << ((r >> 8) % 64));
+	case 5:
+		return now + ((r >> 8) % 20000);
+	default:
+		return kvt_xorshift(s);
+	}
 }
 
 #endif

@@ -75,33 +75,6 @@ static struct sbiret ecall(u64 ext, u64 fid, u64 a0, u64 a1, u64 a2, u64 a3, u64
 	return ret;
 }
 
-/* A deadline or register value: mostly boundaries, around @now or not. */
-static u64 hostile_value(u64 *s, u64 now)
-{
-	static const u64 fixed[] = {
-		0, 1, 2, 0x7fffffffffffffffULL, 0x8000000000000000ULL,
-		-2ULL, -1ULL, 0xffffffffULL, 0x100000000ULL,
-	};
-	u64 r = kvt_xorshift(s);
-
-	switch (r % 8) {
-	case 0:
-		return fixed[(r >> 8) % ARRAY_SIZE(fixed)];
-	case 1:
-		return now - ((r >> 8) % 1000);
-	case 2:
-		return now + ((r >> 8) % 1000);
-	case 3:
-		return now + (1ULL << ((r >> 8) % 64));
-	case 4:
-		return now - (1ULL << ((r >> 8) % 64));
-	case 5:
-		return now + ((r >> 8) % 20000);
-	default:
-		return kvt_xorshift(s);
-	}
-}
-
 static void guest_irq_handler(struct ex_regs *regs)
 {
 	u64 now = timer_get_cycles();
@@ -128,7 +101,7 @@ static void guest_fuzz_sbi(void)
 
 	for (u64 i = 0; i < guest_iterations; i++) {
 		u64 r = kvt_xorshift(&s);
-		u64 deadline = hostile_value(&s, timer_get_cycles());
+		u64 deadline = kvt_hostile_value(&s, timer_get_cycles());
 		u64 fid = (r & 3) ? 0 : kvt_xorshift(&s) % 8 ? (r >> 8) % 16 : kvt_xorshift(&s);
 		struct sbiret ret;
 
@@ -211,17 +184,6 @@ static void guest_code(void)
 	GUEST_DONE();
 }
 
-/* Run to the guest's next stop: its GUEST_SYNC stage, or 0 when done. */
-static u64 run_to_sync(struct kvm_vcpu *vcpu)
-{
-	struct ucall uc;
-
-	vcpu_run(vcpu);
-	if (kvt_get_ucall(vcpu, &uc, BIT_ULL(UCALL_SYNC) | BIT_ULL(UCALL_DONE)) == UCALL_SYNC)
-		return uc.args[1];
-	return 0;
-}
-
 /* Room for the largest size a register id can name (1 << 15 bytes). */
 static u8 reg_buf[1 << 15] __aligned(8);
 
@@ -269,7 +231,7 @@ static void fuzz_onereg(struct kvm_vcpu *vcpu, u64 iterations, u64 seed,
 
 		idx = id & ~(KVM_REG_ARCH_MASK | KVM_REG_SIZE_MASK | KVM_REG_RISCV_TYPE_MASK);
 		vcpu_get_reg(vcpu, RISCV_TIMER_REG(time), &now);
-		val = kvt_xorshift(&s) % 8 ? hostile_value(&s, now) :
+		val = kvt_xorshift(&s) % 8 ? kvt_hostile_value(&s, now) :
 			freq + (kvt_xorshift(&s) % 3) - 1;
 		if (idx == KVM_REG_RISCV_TIMER_REG(state) && kvt_xorshift(&s) % 2)
 			val = kvt_xorshift(&s) % 3;
@@ -325,7 +287,7 @@ static void fuzz_onereg(struct kvm_vcpu *vcpu, u64 iterations, u64 seed,
 		}
 
 		if (i % RUN_EVERY == RUN_EVERY - 1)
-			TEST_ASSERT_EQ(run_to_sync(vcpu), STAGE_IDLE);
+			TEST_ASSERT_EQ(kvt_run_to_sync(vcpu), STAGE_IDLE);
 	}
 }
 
@@ -335,23 +297,8 @@ int main(int argc, char *argv[])
 	u64 iterations = 20000, seed = 1, time0, t0;
 	struct kvm_vcpu *vcpu;
 	struct kvm_vm *vm;
-	int opt;
 
-	while ((opt = getopt(argc, argv, "i:g:s:")) != -1) {
-		switch (opt) {
-		case 'i':
-			iterations = strtoull(optarg, NULL, 0);
-			break;
-		case 'g':
-			guest_iterations = strtoull(optarg, NULL, 0);
-			break;
-		case 's':
-			seed = strtoull(optarg, NULL, 0);
-			break;
-		default:
-			exit(KSFT_FAIL);
-		}
-	}
+	kvt_number_opts(argc, argv, "i:g:s:", (u64 *[]){ &iterations, &guest_iterations, &seed });
 	ksft_print_msg("backend: %s; seed %lu\n",
 		       kvt_module_loaded() ? "kvm_vtimer" : "in-tree", seed);
 
@@ -370,18 +317,18 @@ int main(int argc, char *argv[])
 	vcpu_set_reg(vcpu, RISCV_TIMER_REG(time), time0);
 	vcpu_set_reg(vcpu, RISCV_TIMER_REG(compare), -1ULL);
 	__vcpu_set_reg(vcpu, RISCV_TIMER_REG(state), KVM_RISCV_TIMER_STATE_OFF);
-	TEST_ASSERT_EQ(run_to_sync(vcpu), STAGE_IDLE);
+	TEST_ASSERT_EQ(kvt_run_to_sync(vcpu), STAGE_IDLE);
 
 	guest_fuzz = true;
 	guest_seed = seed;
 	sync_global_to_guest(vm, guest_fuzz);
 	sync_global_to_guest(vm, guest_seed);
 	sync_global_to_guest(vm, guest_iterations);
-	TEST_ASSERT_EQ(run_to_sync(vcpu), STAGE_FUZZED);
+	TEST_ASSERT_EQ(kvt_run_to_sync(vcpu), STAGE_FUZZED);
 	sync_global_from_guest(vm, irq_count);
 	ksft_print_msg("guest SBI TIME: %lu calls, %lu interrupts, none early\n",
 		       guest_iterations, irq_count);
-	TEST_ASSERT_EQ(run_to_sync(vcpu), 0);
+	TEST_ASSERT_EQ(kvt_run_to_sync(vcpu), 0);
 	ksft_print_msg("still usable: %d deadlines spinning, %d in WFI, once each, none early\n",
 		       NR_DEADLINES, NR_DEADLINES);
 	ksft_print_msg("%ld s\n", (long)(time(NULL) - t0));

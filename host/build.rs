@@ -136,6 +136,23 @@ const MUTATIONS: &[Mutation] = &[
         to: "            if !p.irqchip_in_kernel() && !crate::sched::mutant(\"el1_user_no_wake\") {
                 // No vGIC",
     },
+    // The callback of a blocked vCPU's host timer, early by the advance,
+    // raises the lines of the timers that can fire instead of only waking
+    // the vCPU: an interrupt before its deadline.
+    Mutation {
+        file: "el1.rs",
+        from: "                // waits out the rest in `pending()`.
+                self.entry.store(d.target, Ordering::Relaxed);",
+        to: "                // waits out the rest in `pending()`.
+                self.entry.store(d.target, Ordering::Relaxed); if crate::sched::mutant(\"el1_advance_raises\") { for t in Which::ALL { if can_fire(p.ctl(t)) { self.set_level(p, t, true); } } }",
+    },
+    // A vCPU woken by the advance does not wait out the rest of its
+    // deadline: it leaves WFI early, with no interrupt for the guest.
+    Mutation {
+        file: "el1.rs",
+        from: "        if rest_ns > 0 {",
+        to: "        if rest_ns > 0 && !crate::sched::mutant(\"el1_no_wait_out\") {",
+    },
     // input_level lowers our record of the line, as it did: a getter the
     // vGIC calls for the running vCPU, also about another vCPU's line.
     Mutation {

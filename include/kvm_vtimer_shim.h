@@ -67,6 +67,8 @@ enum kvt_kick kvt_kick_kind(struct kvm_vcpu *vcpu);
 enum kvt_kick kvt_vcpu_kick(struct kvm_vcpu *vcpu);
 void kvt_vcpu_wake_up(struct kvm_vcpu *vcpu);
 void kvt_cpu_relax(void);
+/* The advance_max_ns module parameter (shim/common.c). */
+u32 kvt_advance_max_ns(void);
 unsigned long kvt_local_irq_save(void);
 void kvt_local_irq_restore(unsigned long flags);
 void kvt_pr_warn_ratelimited(const char *what, u64 value);
@@ -76,7 +78,6 @@ void kvt_warn_vm_declined(struct kvm_vcpu *vcpu, const char *why);
 bool kvt_vm_declined(struct kvm *kvm);
 
 /* RISC-V (shim/riscv.c). */
-u32 kvt_advance_max_ns(void);
 bool kvt_riscv_has_sstc(void);
 u64 kvt_riscv_timebase(void);
 u64 kvt_riscv_host_cycles(void);
@@ -107,6 +108,7 @@ void kvt_arm64_set_cval(struct kvm_vcpu *vcpu, bool phys, u64 cval);
 void kvt_arm64_hw_load(bool phys, u64 offset, u64 ctl, u64 cval);
 void kvt_arm64_hw_save(bool phys, u64 *ctl, u64 *cval);
 u64 kvt_arm64_hw_ctl(bool phys);
+u64 kvt_arm64_hw_cval(bool phys);
 void kvt_arm64_set_traps(struct kvm_vcpu *vcpu);
 bool kvt_arm64_irqchip_in_kernel(struct kvm_vcpu *vcpu);
 bool kvt_arm64_nested(struct kvm_vcpu *vcpu);

@@ -273,10 +273,16 @@ pub(crate) fn this_cpu() -> u32 {
 }
 
 /// Pause in a busy-wait loop.
-#[cfg(CONFIG_RISCV)]
 pub(crate) fn relax() {
     // SAFETY: no preconditions.
     unsafe { bindings::kvt_cpu_relax() }
+}
+
+/// The bound of the timer advance, in ns (the `advance_max_ns` module
+/// parameter).
+pub(crate) fn advance_max_ns() -> u64 {
+    // SAFETY: reads the parameter with `READ_ONCE()`; no preconditions.
+    u64::from(unsafe { bindings::kvt_advance_max_ns() })
 }
 
 /// Monotonic time in ns (`ktime_get_ns`).

@@ -5,8 +5,9 @@
 //! [`Host<'_, L>`] is the host as the logic sees it, with the host clock and
 //! the host timer ([`HostClock`]) the same on both; the host timer's
 //! callback, `vcpu_init`, `vcpu_deinit`, the ops both tables have
-//! ([`vcpu_reset`], [`vcpu_load`], [`vcpu_put`], [`vcpu_pending`]) and the
-//! statistics export are written once here.
+//! ([`vcpu_reset`], [`vcpu_load`], [`vcpu_put`], [`vcpu_pending`]), the
+//! timer advance's bound and seed ([`new_advance`]) and the statistics
+//! export are written once here.
 //!
 //! An architecture implements [`TimerLogic`] for its logic (`VcpuTimer`,
 //! `El1Timers`) and the logic's `Platform` for `Host<'_, ItsLogic>`, with its
@@ -16,6 +17,7 @@
 //! same entry, in the shared ops and the C-called [`kvt_rust_vcpu_stats`].
 
 use core::ffi::c_void;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use kernel::ffi::c_int;
 use kernel::prelude::*;
@@ -26,6 +28,7 @@ use crate::hrtimer::{
     impl_has_hr_timer, HrTimer, HrTimerCallback, HrTimerCallbackContext, HrTimerRestart,
 };
 use crate::kvm::{self, Vcpu, VcpuDeinit, VcpuHandle, VcpuInit, VcpuOp};
+use crate::timer::advance::Advance;
 use crate::timer::clock::Clock;
 use crate::timer::host_timer::HostClock;
 use crate::timer::stats::Stats;
@@ -41,14 +44,19 @@ pub(crate) trait TimerLogic: Sized + Send + Sync + 'static {
     /// The vCPU's counters.
     fn stats(&self) -> &Stats;
 
-    /// The timer advance estimate in ns, for the statistics; 0 where the
-    /// logic has none.
-    fn advance_ns(&self) -> u64;
+    /// The vCPU's timer advance ([`new_advance`] made it).
+    fn advance(&self) -> &Advance;
+}
 
-    /// The vCPU is being destroyed: its host timer is cancelled, and no
-    /// op or callback runs any more.  What the logic keeps for later
-    /// vCPUs; nothing by default.
-    fn retire(&self) {}
+/// The timer advance estimate new vCPUs start from: the last one a
+/// destroyed vCPU had reached, so that a VM's vCPUs need not learn it again
+/// from nothing.
+static ADVANCE_SEED: AtomicU64 = AtomicU64::new(0);
+
+/// The timer advance of a new vCPU: from [`ADVANCE_SEED`], bounded by the
+/// `advance_max_ns` module parameter as it is now.
+pub(crate) fn new_advance() -> Advance {
+    Advance::new(ADVANCE_SEED.load(Ordering::Relaxed), kvm::advance_max_ns())
 }
 
 /// A [`TimerLogic`] that runs on its [`Host`] ([`VcpuLogic`]): what the
@@ -123,17 +131,20 @@ impl<L: HostedLogic> VcpuState<L> {
     }
 
     /// `vcpu_deinit`: take the state off the vCPU being destroyed, with its
-    /// host timer cancelled, let the logic retire ([`TimerLogic::retire`]),
-    /// and free it.
+    /// host timer cancelled, leave the advance estimate it learnt, if any,
+    /// to the next vCPUs ([`ADVANCE_SEED`]), and free it.
     pub(crate) fn deinit(vcpu: Option<VcpuDeinit<'_>>) {
         if let Some(state) = vcpu.and_then(States::<L>::remove) {
-            state.logic.retire();
+            let learnt = state.logic.advance().ns();
+            if learnt != 0 {
+                ADVANCE_SEED.store(learnt, Ordering::Relaxed);
+            }
         }
     }
 
     /// The statistics, as the C `struct kvt_stats`.
     fn c_stats(&self) -> bindings::kvt_stats {
-        c_stats(&self.logic.stats().snapshot(), self.logic.advance_ns())
+        c_stats(&self.logic.stats().snapshot(), self.logic.advance().ns())
     }
 
     /// Run `f` on the logic of the vCPU of `op`, with its [`Host`];

@@ -66,7 +66,7 @@ GAP_TIMEOUT = 120
 GAP_MAX_DEADLINES = 1000
 # The shipped figures goal 2 compares with.
 BASELINE = kvt.ROOT / "Documentation" / "bench" / "baseline.toml"
-# kvm_vtimer's default advance_max_ns (shim/riscv.c): the cap of goal 5.
+# kvm_vtimer's default advance_max_ns (shim/common.c): the cap of goal 5.
 ADVANCE_MAX_NS = 50000
 # Wall seconds kvt_bench may take inside the emulated host (guest time of
 # the emulated host, under -icount), per repetition and timer mode (both

@@ -198,6 +198,12 @@ u64 kvt_arm64_hw_ctl(bool phys)
 		      read_sysreg_el0(SYS_CNTV_CTL);
 }
 
+u64 kvt_arm64_hw_cval(bool phys)
+{
+	return phys ? read_sysreg_el0(SYS_CNTP_CVAL) :
+		      read_sysreg_el0(SYS_CNTV_CVAL);
+}
+
 /*
  * VHE: the guest may use the physical counter and timer directly unless
  * the VM has a physical offset the hardware cannot apply (no CNTPOFF); then

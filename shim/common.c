@@ -15,6 +15,39 @@
 
 #include "../include/kvm_vtimer_shim.h"
 
+/*
+ * The timer advance of a blocked vCPU waits up to this long before guest
+ * entry: on RISC-V with interrupts off, just before the entry; on arm64 with
+ * interrupts on, in the vCPU's last check before it leaves WFI.  The hard
+ * limit caps that wait whatever the administrator asks for; it leaves room
+ * for the 40 us path of an emulated host (QEMU -icount shift=3).  On
+ * PREEMPT_RT such a wait is latency for every other task, so advance is off
+ * there by default.
+ */
+#define KVT_ADVANCE_MAX_NS_LIMIT	100000U
+
+static unsigned int advance_max_ns = IS_ENABLED(CONFIG_PREEMPT_RT) ? 0 : 50000;
+
+static int kvt_advance_max_ns_set(const char *val,
+				  const struct kernel_param *kp)
+{
+	return param_set_uint_minmax(val, kp, 0, KVT_ADVANCE_MAX_NS_LIMIT);
+}
+
+static const struct kernel_param_ops kvt_advance_max_ns_ops = {
+	.set = kvt_advance_max_ns_set,
+	.get = param_get_uint,
+};
+
+module_param_cb(advance_max_ns, &kvt_advance_max_ns_ops, &advance_max_ns, 0644);
+MODULE_PARM_DESC(advance_max_ns,
+		 "Bound of the adaptive timer advance in ns, at most 100000, read at vCPU creation (0: no advance; default 50000, 0 on PREEMPT_RT)");
+
+u32 kvt_advance_max_ns(void)
+{
+	return READ_ONCE(advance_max_ns);
+}
+
 static struct kvm_timer_backend kvt_backend = {
 	.name = "kvm_vtimer",
 	.owner = THIS_MODULE,

@@ -8,6 +8,7 @@
 
 use std::cell::{Cell, RefCell};
 
+use kvm_vtimer_logic::timer::advance::Advance;
 use kvm_vtimer_logic::timer::clock::Clock;
 use kvm_vtimer_logic::timer::el1::{
     El1Timers, Error, Expiry, Placement, Platform, TimerReg, Which, CTL_ENABLE, CTL_IMASK,
@@ -62,6 +63,8 @@ struct Sim {
     /// The next clock read comes this much later than the counter read
     /// before it: the host CPU stalled in between.
     stall: Cell<u64>,
+    /// Busy-wait pauses (`relax`), one tick each.
+    spins: Cell<u64>,
     log: RefCell<Vec<String>>,
 }
 
@@ -254,6 +257,9 @@ impl Platform for Sim {
         let (ctl, cval) = self.hw[idx(t)].take().expect("saving an unloaded timer");
         (ctl, cval)
     }
+    fn hw_cval(&self, t: Which) -> u64 {
+        self.hw[idx(t)].get().expect("reading an unloaded timer").1
+    }
     fn hw_ctl(&self, t: Which) -> u64 {
         let (ctl, cval) = self.hw[idx(t)].get().expect("reading an unloaded timer");
         // The host context: the physical timer against the raw counter.
@@ -322,6 +328,10 @@ impl Platform for Sim {
         self.irqs_off.set(was);
         r
     }
+    fn relax(&self) {
+        self.now.set(self.now.get() + 1);
+        self.spins.set(self.spins.get() + 1);
+    }
 }
 
 fn timers(phys: Placement) -> (Sim, El1Timers) {
@@ -335,10 +345,14 @@ fn user_timers(phys: Placement) -> (Sim, El1Timers) {
 }
 
 fn timers_with(phys: Placement, user_irqchip: bool) -> (Sim, El1Timers) {
+    timers_adv(phys, user_irqchip, Advance::off())
+}
+
+fn timers_adv(phys: Placement, user_irqchip: bool, advance: Advance) -> (Sim, El1Timers) {
     let sim = Sim::default();
     sim.now.set(1_000_000);
     sim.user_irqchip.set(user_irqchip);
-    let t = El1Timers::new(Clock::new(1_000_000_000).unwrap(), phys);
+    let t = El1Timers::new(Clock::new(1_000_000_000).unwrap(), phys, advance);
     t.enable(&sim).unwrap();
     (sim, t)
 }
@@ -990,4 +1004,318 @@ fn host_timer_deadline_past_ktime_max_is_never() {
         assert_eq!(t.stats().snapshot().starts, 0);
         assert!(!sim.line(Which::Phys));
     }
+}
+
+// The timer advance of a blocked vCPU (`rust/timer/advance.rs`): its host
+// timer fires early by the estimate and only wakes it; the load puts the
+// timers back where they fire by themselves at the deadline and measures
+// how early the vCPU is back; `pending` waits out the rest.
+
+/// Timers with a 20 us advance estimate (at most 50 us).
+fn advance_timers(phys: Placement) -> (Sim, El1Timers) {
+    timers_adv(phys, false, Advance::new(20_000, 50_000))
+}
+
+/// The host counter value at which `t`'s guest counter reads `guest`.
+fn host_at(sim: &Sim, t: Which, guest: u64) -> u64 {
+    guest.wrapping_add(sim.offset(t))
+}
+
+/// The guest enables `t` with `CVAL` `ahead` ticks from now (trapped
+/// writes, or the hardware's for a loaded direct timer); its deadline.
+fn arm(sim: &Sim, t: &El1Timers, which: Which, ahead: u64) -> u64 {
+    let deadline = sim.guest_now(which) + ahead;
+    t.guest_write(sim, which, TimerReg::Cval, deadline);
+    t.guest_write(sim, which, TimerReg::Ctl, CTL_ENABLE);
+    deadline
+}
+
+/// Loaded timers with a 20 us advance, `which` enabled `ahead` ticks from
+/// now: they, its deadline, and the host counter's value at it.
+fn armed(phys: Placement, which: Which, ahead: u64) -> (Sim, El1Timers, u64, u64) {
+    let (sim, t) = advance_timers(phys);
+    t.load(&sim);
+    let deadline = arm(&sim, &t, which, ahead);
+    let host = host_at(&sim, which, deadline);
+    (sim, t, deadline, host)
+}
+
+/// The vCPU blocks in WFI (put from the scheduler).
+fn block(sim: &Sim, t: &El1Timers) {
+    sim.blocking.set(true);
+    put(sim, t);
+}
+
+/// The host timer fires as the hrtimer core runs it, once: its callback
+/// must be done.
+fn fire_once(sim: &Sim, t: &El1Timers) {
+    let at = sim.timer.take().expect("no host timer");
+    sim.now.set(sim.now.get().max(at));
+    assert_eq!(t.expired(sim), Expiry::Done);
+}
+
+/// The interrupt of `which`, at its deadline, as the loaded timer raises
+/// it: the hardware's (direct) or the host timer's (emulated).
+fn timer_fires(sim: &Sim, t: &El1Timers, which: Which) {
+    if t.placement(which) == Placement::Direct {
+        assert_eq!(sim.take_host_irqs(t), 1);
+    } else {
+        run_host_timer(sim, t);
+    }
+    assert!(sim.line(which));
+}
+
+#[test]
+fn advance_wakes_a_blocked_vcpu_early_and_its_timer_fires_at_the_deadline() {
+    for (phys, which) in [
+        (Placement::Direct, Which::Virt),
+        (Placement::Direct, Which::Phys),
+        (Placement::Emulated, Which::Phys),
+        (Placement::Emulated, Which::Virt),
+    ] {
+        let what = format!("{phys:?} {which:?}");
+        let (sim, t, _, host) = armed(phys, which, 100_000);
+        block(&sim, &t);
+        assert_eq!(sim.timer.get(), Some(host - 20_000), "{what}: not early");
+        // The callback wakes the vCPU and raises nothing.
+        fire_once(&sim, &t);
+        assert_eq!(sim.woken.get(), 1, "{what}");
+        assert!(!sim.line(which), "{what}");
+        // The vCPU is back 5 us later: loaded, its timer fires by itself
+        // at the deadline (the hardware, or a host timer at the deadline
+        // itself).
+        sim.now.set(sim.now.get() + 5_000);
+        t.load(&sim);
+        assert!(!sim.line(which), "{what}");
+        let at_deadline = (t.placement(which) == Placement::Emulated).then_some(host);
+        assert_eq!(sim.timer.get(), at_deadline, "{what}");
+        // Its last check before it leaves WFI waits out the 15 us left.
+        assert!(t.pending(&sim), "{what}");
+        assert_eq!((sim.spins.get(), sim.now.get()), (15_000, host), "{what}");
+        assert!(!sim.line(which), "{what}: the wait raised the line");
+        sim.blocking.set(false);
+        timer_fires(&sim, &t, which);
+        let st = t.stats().snapshot();
+        assert_eq!((st.irqs, st.early, st.late[0]), (1, 0, 1), "{what}");
+        assert_eq!(st.spin_ns, 15_000, "{what}");
+        // 20 us used, back 15 us early: the path took 5 us, and the
+        // estimate moves half-way there.
+        assert_eq!(t.advance().ns(), 20_000 - 7_500, "{what}");
+        // Once out, nothing waits any more.
+        assert!(!t.pending(&sim), "{what}");
+    }
+}
+
+#[test]
+fn advance_converges_to_the_wakeup_path_from_both_sides() {
+    for phys in [Placement::Direct, Placement::Emulated] {
+        let which = Which::Phys;
+        for start in [0, 45_000] {
+            let (sim, t) = timers_adv(phys, false, Advance::new(start, 50_000));
+            let path = 17_000;
+            t.load(&sim);
+            for n in 1..=40u64 {
+                let deadline = arm(&sim, &t, which, 200_000);
+                block(&sim, &t);
+                // The host timer fires, early or at the deadline (from 0:
+                // its callback raises the line, and the vCPU is measured
+                // just the same); the vCPU is loaded `path` later.
+                fire_once(&sim, &t);
+                sim.now.set(sim.now.get() + path);
+                t.load(&sim);
+                assert!(t.pending(&sim));
+                sim.blocking.set(false);
+                assert!(sim.guest_now(which) >= deadline);
+                if !sim.line(which) {
+                    timer_fires(&sim, &t, which);
+                }
+                assert_eq!(sim.raises(which), n as u32);
+                // The guest handles it: masks the timer, deactivates.
+                sim.guest_ack(which);
+                t.guest_write(&sim, which, TimerReg::Ctl, CTL_ENABLE | CTL_IMASK);
+                sim.guest_deactivate(&t, which);
+                assert!(!sim.line(which));
+            }
+            let st = t.stats().snapshot();
+            assert_eq!(st.early, 0);
+            assert!(
+                t.advance().ns().abs_diff(path) <= 2,
+                "{phys:?} from {start}: {}",
+                t.advance().ns()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_running_or_preempted_vcpu_gets_no_advance() {
+    // The emulated timer of a loaded vCPU: its host timer at the deadline.
+    let (sim, t, _, host) = armed(Placement::Emulated, Which::Phys, 100_000);
+    assert_eq!(sim.timer.get(), Some(host));
+    // Preempted (put, not blocking) and back: still at the deadline.
+    put(&sim, &t);
+    assert_eq!(sim.timer.get(), None);
+    t.load(&sim);
+    assert_eq!(sim.timer.get(), Some(host));
+    assert!(!t.pending(&sim));
+    run_host_timer(&sim, &t);
+    assert_eq!(sim.now.get(), host);
+    // A direct timer of a vCPU put without blocking: no host timer at all.
+    let (sim, t, _, _) = armed(Placement::Direct, Which::Virt, 100_000);
+    put(&sim, &t);
+    assert_eq!(sim.timer.get(), None);
+    t.load(&sim);
+    assert!(!t.pending(&sim));
+    assert_eq!((sim.spins.get(), t.stats().snapshot().spin_ns), (0, 0));
+    assert_eq!(t.advance().ns(), 20_000, "tuned without a wake");
+}
+
+#[test]
+fn a_vcpu_woken_otherwise_cancels_the_early_wake_and_measures_nothing() {
+    for phys in [Placement::Direct, Placement::Emulated] {
+        let (sim, t, _, host) = armed(phys, Which::Phys, 100_000);
+        block(&sim, &t);
+        let cancels = t.stats().snapshot().cancels;
+        // Another interrupt wakes it 50 us before the deadline.
+        sim.now.set(sim.now.get() + 50_000);
+        t.load(&sim);
+        assert_eq!(t.stats().snapshot().cancels, cancels + 1, "{phys:?}");
+        assert!(!t.pending(&sim), "{phys:?}: waits with no early wake");
+        assert_eq!(t.advance().ns(), 20_000, "{phys:?}");
+        sim.blocking.set(false);
+        // The guest runs; its timer fires at the deadline.
+        sim.now.set(host);
+        timer_fires(&sim, &t, Which::Phys);
+        assert_eq!(sim.spins.get(), 0);
+    }
+}
+
+#[test]
+fn an_early_woken_vcpu_preempted_before_its_wait_waits_after_the_next_load() {
+    let (sim, t, _, host) = armed(Placement::Emulated, Which::Phys, 100_000);
+    block(&sim, &t);
+    fire_once(&sim, &t);
+    sim.now.set(sim.now.get() + 2_000);
+    t.load(&sim);
+    // Back 18 us early: a path of 2 us, the estimate 11 us.
+    let tuned = t.advance().ns();
+    assert_eq!(tuned, 11_000);
+    // Preempted before its check: put while still blocking.  The host
+    // timer starts again, early by the new estimate.
+    put(&sim, &t);
+    assert_eq!(sim.timer.get(), Some(host - tuned));
+    fire_once(&sim, &t);
+    assert_eq!(sim.woken.get(), 2);
+    sim.now.set(sim.now.get() + 1_000);
+    t.load(&sim);
+    assert!(t.pending(&sim));
+    assert_eq!(sim.now.get(), host);
+    sim.blocking.set(false);
+    timer_fires(&sim, &t, Which::Phys);
+    assert_eq!(sim.raises(Which::Phys), 1);
+    // The second wake measured a path of 1 us too.
+    assert_eq!(t.advance().ns(), tuned - (tuned - 1_000) / 2);
+    // A deadline nearer than the estimate when the vCPU blocks: the host
+    // timer starts at once, with what is left of it.
+    sim.guest_ack(Which::Phys);
+    t.guest_write(&sim, Which::Phys, TimerReg::Ctl, 0);
+    sim.guest_deactivate(&t, Which::Phys);
+    let deadline = arm(&sim, &t, Which::Phys, 3_000);
+    block(&sim, &t);
+    assert_eq!(sim.timer.get(), Some(sim.now.get()));
+    fire_once(&sim, &t);
+    t.load(&sim);
+    assert!(t.pending(&sim));
+    assert_eq!(sim.guest_now(Which::Phys), deadline);
+    sim.blocking.set(false);
+    timer_fires(&sim, &t, Which::Phys);
+    assert_eq!(t.stats().snapshot().early, 0);
+}
+
+#[test]
+fn reset_forgets_an_early_wake() {
+    let (sim, t, _, _) = armed(Placement::Direct, Which::Virt, 100_000);
+    block(&sim, &t);
+    fire_once(&sim, &t);
+    t.reset(&sim);
+    t.load(&sim);
+    assert!(!t.pending(&sim));
+    assert_eq!((sim.spins.get(), t.advance().ns()), (0, 20_000));
+}
+
+#[test]
+fn an_early_wake_for_a_deadline_that_moved_away_blocks_again() {
+    // While the vCPU sleeps, another vCPU's ONE_REG write moves the VM's
+    // virtual counter back by 1 ms: its deadline is 1 ms further.
+    let (sim, t, deadline, _) = armed(Placement::Direct, Which::Virt, 100_000);
+    block(&sim, &t);
+    fire_once(&sim, &t);
+    sim.offset[idx(Which::Virt)].set(sim.offset(Which::Virt) + 1_000_000);
+    t.load(&sim);
+    assert!(!t.pending(&sim), "waits for a deadline that moved");
+    assert_eq!(sim.spins.get(), 0);
+    // It blocks again: woken early for the deadline's new time.
+    put(&sim, &t);
+    let host = host_at(&sim, Which::Virt, deadline);
+    assert_eq!(sim.timer.get(), Some(host - t.advance().ns()));
+    fire_once(&sim, &t);
+    t.load(&sim);
+    assert!(t.pending(&sim));
+    assert_eq!(sim.now.get(), host);
+    sim.blocking.set(false);
+    timer_fires(&sim, &t, Which::Virt);
+}
+
+#[test]
+fn wfit_gets_no_advance() {
+    let (sim, t, _, host) = armed(Placement::Direct, Which::Virt, 100_000);
+    sim.wfit.set(Some(sim.guest_now(Which::Virt) + 300_000));
+    block(&sim, &t);
+    assert_eq!(sim.timer.get(), Some(host));
+    run_host_timer(&sim, &t);
+    assert!(sim.line(Which::Virt));
+    t.load(&sim);
+    assert_eq!(t.advance().ns(), 20_000);
+}
+
+#[test]
+fn advance_off_wakes_at_the_deadline() {
+    // advance_max_ns=0.
+    let (sim, t) = timers_adv(Placement::Emulated, false, Advance::new(0, 0));
+    t.load(&sim);
+    let deadline = arm(&sim, &t, Which::Phys, 100_000);
+    block(&sim, &t);
+    assert_eq!(sim.timer.get(), Some(host_at(&sim, Which::Phys, deadline)));
+    fire_once(&sim, &t);
+    assert!(sim.line(Which::Phys));
+    t.load(&sim);
+    assert_eq!((t.advance().ns(), t.stats().snapshot().spin_ns), (0, 0));
+}
+
+#[test]
+fn every_delivery_is_in_the_lateness_histogram() {
+    let (sim, t) = timers(Placement::Emulated);
+    t.load(&sim);
+    // A running guest's direct timer: the host interrupt 3 ticks late.
+    let cval = sim.guest_now(Which::Virt) + 100;
+    sim.guest_program(Which::Virt, CTL_ENABLE, cval);
+    sim.now.set(sim.now.get() + 103);
+    assert_eq!(sim.take_host_irqs(&t), 1);
+    sim.guest_ack(Which::Virt);
+    sim.guest_program(Which::Virt, CTL_ENABLE | CTL_IMASK, cval);
+    sim.guest_deactivate(&t, Which::Virt);
+    // The emulated timer, by its host timer: on the deadline's tick.
+    arm(&sim, &t, Which::Phys, 500);
+    run_host_timer(&sim, &t);
+    t.guest_write(&sim, Which::Phys, TimerReg::Ctl, 0);
+    // A deadline that passed while the vCPU was put (preempted), raised
+    // at its load 1000 ticks late.
+    arm(&sim, &t, Which::Phys, 500);
+    put(&sim, &t);
+    sim.now.set(sim.now.get() + 1_500);
+    t.load(&sim);
+    let st = t.stats().snapshot();
+    assert_eq!((st.irqs, st.early), (3, 0));
+    assert_eq!((st.late[2], st.late[0], st.late[10]), (1, 1, 1));
+    assert_eq!(st.late.iter().sum::<u64>(), 3);
 }

@@ -24,6 +24,7 @@ use kernel::prelude::*;
 use crate::backend::Registration;
 use crate::bindings;
 use crate::kvm::{self, Vcpu, VcpuDeinit, VcpuInit, VcpuOp};
+use crate::timer::advance::Advance;
 use crate::timer::el1::{self, Decline, El1Timers, Error, Placement, Platform, TimerReg, Which};
 use crate::timer::stats::Stats;
 use crate::vcpu_state::{self, States, TimerLogic, VcpuState};
@@ -48,9 +49,8 @@ impl TimerLogic for El1Timers {
         El1Timers::stats(self)
     }
 
-    /// No timer advance on arm64.
-    fn advance_ns(&self) -> u64 {
-        0
+    fn advance(&self) -> &Advance {
+        El1Timers::advance(self)
     }
 }
 
@@ -113,6 +113,10 @@ impl Platform for Host<'_> {
         self.vcpu().hw_ctl(t)
     }
 
+    fn hw_cval(&self, t: Which) -> u64 {
+        self.vcpu().hw_cval(t)
+    }
+
     fn set_traps(&self) {
         self.vcpu().set_traps()
     }
@@ -156,6 +160,10 @@ impl Platform for Host<'_> {
     fn atomic<R>(&self, f: impl FnOnce() -> R) -> R {
         kvm::without_irqs(f)
     }
+
+    fn relax(&self) {
+        kvm::relax()
+    }
 }
 
 /// Why a VM is left to KVM's timer, for the kernel log.
@@ -188,7 +196,8 @@ unsafe extern "C" fn vcpu_init(vcpu: *mut bindings::kvm_vcpu) -> c_int {
     let vcpu = unsafe { VcpuInit::from_raw(vcpu) };
     let hz = regs::counter_hz();
     State::init(vcpu, hz, c_str!("unusable counter frequency"), |clock| {
-        (El1Timers::new(clock, Backend::phys_placement()), ())
+        let phys = Backend::phys_placement();
+        (El1Timers::new(clock, phys, vcpu_state::new_advance()), ())
     })
 }
 

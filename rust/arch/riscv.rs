@@ -10,8 +10,6 @@
 //! each op's one `unsafe` call turns KVM's vCPU pointer into the type that
 //! states the op's context.
 
-use core::sync::atomic::{AtomicU64, Ordering};
-
 use kernel::c_str;
 use kernel::ffi::{c_int, c_ulong};
 use kernel::prelude::*;
@@ -28,10 +26,6 @@ use crate::vcpu_state::{self, TimerLogic, VcpuState};
 mod regs;
 
 use regs::Sstc;
-
-/// The timer advance estimate new vCPUs start from: the last one a vCPU
-/// reached, so that a VM's vCPUs need not learn it again from nothing.
-static ADVANCE_SEED: AtomicU64 = AtomicU64::new(0);
 
 /// The logic the skeleton runs on this architecture.
 pub(crate) type Logic = VcpuTimer;
@@ -51,16 +45,8 @@ impl TimerLogic for VcpuTimer {
         VcpuTimer::stats(self)
     }
 
-    fn advance_ns(&self) -> u64 {
-        self.advance().ns()
-    }
-
-    /// Leave the advance estimate learnt, if any, to the next vCPUs.
-    fn retire(&self) {
-        let learnt = self.advance().ns();
-        if learnt != 0 {
-            ADVANCE_SEED.store(learnt, Ordering::Relaxed);
-        }
+    fn advance(&self) -> &Advance {
+        VcpuTimer::advance(self)
     }
 }
 
@@ -150,10 +136,8 @@ unsafe extern "C" fn vcpu_init(vcpu: *mut bindings::kvm_vcpu) -> c_int {
         } else {
             Mode::Sbi
         };
-        let seed = ADVANCE_SEED.load(Ordering::Relaxed);
-        let advance = Advance::new(seed, regs::advance_max_ns());
         // INVARIANT: `sstc` is `Some` exactly in `Mode::Sstc`.
-        (VcpuTimer::new(mode, clock, advance), sstc)
+        (VcpuTimer::new(mode, clock, vcpu_state::new_advance()), sstc)
     })
 }
 

@@ -19,8 +19,20 @@
 //! beyond the maximum: the vCPU was preempted, or its deadline moved), so
 //! the estimate converges to the path's length and never exceeds the bound.
 //! The wait makes it never early.
+//!
+//! Both architectures use it the same way ([`Advance::lead`] when a blocked
+//! vCPU's host timer starts, [`distance`] and [`wait_ticks`] when the vCPU
+//! is back, [`Advance::tune`] with what they found); where the vCPU waits
+//! and where it is measured differ (`vcpu.rs`, `el1.rs`).
 
 use core::sync::atomic::{AtomicU64, Ordering};
+
+use super::clock::Clock;
+
+/// The advance of a host timer started without one (at its deadline, for a
+/// deadline already passed, or with advance off): its delivery says nothing
+/// about the path's length.
+pub const NOT_TUNABLE: u64 = u64::MAX;
 
 /// The share of the error corrected per delivery.
 pub const STEP: u64 = 2;
@@ -67,6 +79,19 @@ impl Advance {
         self.max_ns
     }
 
+    /// The advance for the host timer of a blocked vCPU whose deadline is
+    /// `ahead_ns` away: the estimate, or what is left if the deadline is
+    /// nearer (the timer then fires at once, and its delivery measures the
+    /// path just as well); [`NOT_TUNABLE`] with advance off or a deadline
+    /// already passed.
+    pub fn lead(&self, ahead_ns: u64) -> u64 {
+        if self.enabled() && ahead_ns > 0 {
+            self.ns().min(ahead_ns)
+        } else {
+            NOT_TUNABLE
+        }
+    }
+
     /// Feedback from one delivery whose host timer fired `used_ns` before
     /// its deadline: it reached guest entry `late_ns` after the deadline,
     /// or had to wait `waited_ns` for it (one of them is 0).  The path from
@@ -89,9 +114,35 @@ impl Advance {
     }
 }
 
+/// Where counter value `now` is from `deadline`, in ns (rounded up):
+/// `(late, 0)` at or past it, `(0, ahead)` before it.
+pub fn distance(clock: Clock, now: u64, deadline: u64) -> (u64, u64) {
+    if now >= deadline {
+        (clock.cycles_to_ns_ceil(now - deadline), 0)
+    } else {
+        (0, clock.cycles_to_ns_ceil(deadline - now))
+    }
+}
+
+/// Busy-wait until the host counter, read by `counter`, has moved `ticks`
+/// on, with `relax` between reads: the wait-out of an early delivery.
+/// Counted on the host's counter, not the guest's, so that a change of the
+/// VM's counter offset meanwhile cannot stretch it.  The ticks it took (at
+/// least `ticks`).
+pub fn wait_ticks(ticks: u64, counter: impl Fn() -> u64, relax: impl Fn()) -> u64 {
+    let start = counter();
+    let mut spun = 0;
+    while spun < ticks {
+        relax();
+        spun = counter().wrapping_sub(start);
+    }
+    spun
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::cell::Cell;
 
     #[test]
     fn converges_to_the_path_length_from_both_sides() {
@@ -136,5 +187,28 @@ mod tests {
         let b = Advance::new(20_000, 50_000);
         b.tune(5_000, 30_000, 0);
         assert_eq!(b.ns(), 20_000 + 15_000 / STEP);
+    }
+
+    #[test]
+    fn lead_is_what_is_left_and_none_when_off_or_passed() {
+        let a = Advance::new(20_000, 50_000);
+        assert_eq!(a.lead(100_000), 20_000);
+        assert_eq!(a.lead(5_000), 5_000);
+        assert_eq!(a.lead(0), NOT_TUNABLE);
+        assert_eq!(Advance::off().lead(100_000), NOT_TUNABLE);
+        // On, from nothing: 0 is an advance too (it measures the path).
+        assert_eq!(Advance::new(0, 50_000).lead(100_000), 0);
+    }
+
+    #[test]
+    fn distance_and_wait() {
+        let clock = Clock::new(10_000_000).unwrap();
+        assert_eq!(distance(clock, 105, 100), (500, 0));
+        assert_eq!(distance(clock, 100, 100), (0, 0));
+        assert_eq!(distance(clock, 97, 100), (0, 300));
+        let now = Cell::new(40u64);
+        let spun = wait_ticks(7, || now.get(), || now.set(now.get() + 3));
+        assert_eq!((spun, now.get()), (9, 49));
+        assert_eq!(wait_ticks(0, || now.get(), || unreachable!()), 0);
     }
 }

@@ -27,9 +27,21 @@
 //! in the vGIC, which kicks or wakes the vCPU.  As on RISC-V, the vCPU
 //! thread cancels the host timer (waiting for a running callback) before it
 //! changes what the callback reads, and starts it after.
+//!
+//! Timer advance ([`super::advance`]), for a vCPU blocked in WFI only: the
+//! host timer fires early by the vCPU's estimate of the wakeup path, and
+//! its callback only wakes the vCPU, raising no line.  The vCPU's load
+//! puts its timers back where they fire by themselves at the deadline (the
+//! hardware, or for an emulated timer the host timer started at the
+//! deadline itself), and measures how early or late the vCPU is back,
+//! which tunes the estimate.  Its `pending()` then waits out the rest, with
+//! interrupts on, so that the vCPU enters the guest with the interrupt
+//! pending, not before it and its WFI done for nothing.  The wait raises
+//! nothing: no line is ever raised before its deadline.
 
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
+use super::advance::{self, Advance, NOT_TUNABLE};
 use super::clock::{Clock, Sample};
 use super::cntp::PhysCval;
 use super::host_timer::{again, ktime, HostClock, HostTimer};
@@ -47,6 +59,9 @@ const CTL_BITS: u64 = CTL_ENABLE | CTL_IMASK | CTL_ISTATUS;
 
 /// The host timer's scope bit for the WFIT deadline.
 const SCOPE_WFIT: u8 = 1 << 2;
+
+/// No deadline waits for the vCPU's next `pending()`.
+const NO_ENTRY: u64 = u64::MAX;
 
 /// One of the two EL1 timers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,6 +183,8 @@ pub trait Platform: HostClock {
     fn hw_save(&self, t: Which) -> (u64, u64);
     /// The live `CTL` of direct timer `t` (ISTATUS included).
     fn hw_ctl(&self, t: Which) -> u64;
+    /// The live `CVAL` of direct timer `t`, as the hardware has it.
+    fn hw_cval(&self, t: Which) -> u64;
     /// Set the counter and timer traps for the VM's offsets (VHE).
     fn set_traps(&self);
 
@@ -194,6 +211,8 @@ pub trait Platform: HostClock {
     fn is_blocking(&self) -> bool;
     /// Run `f` with interrupts off (no load/put, no host interrupt).
     fn atomic<R>(&self, f: impl FnOnce() -> R) -> R;
+    /// Pause in a busy-wait loop (`cpu_relax`).
+    fn relax(&self);
 }
 
 /// Whether a timer with `ctl` can raise its interrupt at all.
@@ -236,6 +255,11 @@ pub fn cval_from_tval(tval: u64, now: u64) -> u64 {
 /// - `level[t]` is the line level last driven for `t`, but false for a
 ///   direct timer that could not fire when it was put: the vGIC lowers
 ///   such a mapped line itself, when the guest deactivates it.
+/// - `adv_used` is the advance the host timer was started with to wake a
+///   blocked vCPU ([`Advance::lead`]), until the vCPU's next load, or
+///   [`NOT_TUNABLE`]; a host timer cancelled before it fired has none.
+/// - `entry` is [`NO_ENTRY`] or the deadline, on the host counter, of the
+///   timer that a wake of a blocked vCPU by the advance was for.
 #[derive(Debug)]
 pub struct El1Timers {
     clock: Clock,
@@ -245,12 +269,51 @@ pub struct El1Timers {
     level: [AtomicBool; 2],
     scope: AtomicU8,
     host: HostTimer,
+    adv_used: AtomicU64,
+    entry: AtomicU64,
+    advance: Advance,
     stats: Stats,
 }
 
+/// A timer that can fire, as a scan of the host timer's scope found it.
+#[derive(Clone, Copy, Debug)]
+struct Due {
+    /// The host time (ns) at which it fires; at or before the scan's
+    /// reading if it is due.
+    at: u64,
+    /// Its deadline on the host counter (`CVAL` plus the VM's offset).
+    target: u64,
+}
+
+/// What a scan of the host timer's scope found, by one reading of the
+/// counter and the clock.
+#[derive(Clone, Copy, Debug)]
+struct Next {
+    /// The clock reading (ns).
+    now: u64,
+    /// The earliest timer that can fire, due or not.
+    timer: Option<Due>,
+    /// The WFIT deadline's host time, if it lies ahead.
+    wfit: Option<u64>,
+}
+
+impl Next {
+    /// When to look again: the earliest timer early by `used` (an advance,
+    /// or [`NOT_TUNABLE`]: none), or the WFIT deadline if sooner.
+    fn wake_at(&self, used: u64) -> Option<u64> {
+        let lead = if used == NOT_TUNABLE { 0 } else { used };
+        let timer = self.timer.map(|d| d.at.saturating_sub(lead));
+        match (timer, self.wfit) {
+            (Some(a), Some(w)) => Some(a.min(w)),
+            (a, w) => a.or(w),
+        }
+    }
+}
+
 impl El1Timers {
-    /// The timers of a new vCPU; the physical one at `phys`.
-    pub fn new(clock: Clock, phys: Placement) -> Self {
+    /// The timers of a new vCPU; the physical one at `phys`; a blocked
+    /// vCPU's wakeup early by `advance`.
+    pub fn new(clock: Clock, phys: Placement, advance: Advance) -> Self {
         Self {
             clock,
             place: [Placement::Direct, phys],
@@ -259,6 +322,9 @@ impl El1Timers {
             level: [AtomicBool::new(false), AtomicBool::new(false)],
             scope: AtomicU8::new(0),
             host: HostTimer::new(),
+            adv_used: AtomicU64::new(NOT_TUNABLE),
+            entry: AtomicU64::new(NO_ENTRY),
+            advance,
             stats: Stats::new(),
         }
     }
@@ -266,6 +332,11 @@ impl El1Timers {
     /// The statistics.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The timer advance estimate.
+    pub fn advance(&self) -> &Advance {
+        &self.advance
     }
 
     /// Where timer `t` runs.
@@ -332,15 +403,33 @@ impl El1Timers {
     /// `CVAL`; interrupts off.
     fn hw_save<P: Platform>(&self, p: &P, t: Which) -> (u64, u64) {
         let (ctl, hw) = p.hw_save(t);
-        let cval = match t {
+        (ctl, self.guest_cval(p, t, hw))
+    }
+
+    /// The guest's `CVAL` of loaded direct timer `t`, whose hardware holds
+    /// `hw`: the virtual timer's offset applies in every context, the
+    /// physical timer's as [`PhysCval`] says.
+    fn guest_cval<P: Platform>(&self, p: &P, t: Which, hw: u64) -> u64 {
+        match t {
             Which::Virt => hw,
             Which::Phys => PhysCval {
                 cntpoff: p.cntpoff(),
                 offset: p.offset(t),
             }
             .guest_cval(p.cval(t), hw),
-        };
-        (ctl, cval)
+        }
+    }
+
+    /// `t`'s `CTL` and the guest's `CVAL` as they are now, without touching
+    /// the timer: from the hardware while it is loaded there, else saved.
+    fn regs_now<P: Platform>(&self, p: &P, t: Which) -> (u64, u64) {
+        p.atomic(|| {
+            if self.live(t) {
+                (p.hw_ctl(t), self.guest_cval(p, t, p.hw_cval(t)))
+            } else {
+                (p.ctl(t), p.cval(t))
+            }
+        })
     }
 
     /// Whether `t`'s interrupt condition holds now.
@@ -358,25 +447,39 @@ impl El1Timers {
         self.clock.sample(|| p.counter(), || p.host_ns())
     }
 
-    /// The host time (ns) at which the saved `t` fires, by the reading `s`:
-    /// `s.ns` if it is due; `None` if it cannot fire.
-    fn saved_expiry<P: Platform>(&self, p: &P, t: Which, s: Sample) -> Option<u64> {
+    /// When the saved `t` fires, by the reading `s` (at `s.ns` if it is
+    /// due); `None` if it cannot fire.
+    fn saved_due<P: Platform>(&self, p: &P, t: Which, s: Sample) -> Option<Due> {
         if !can_fire(p.ctl(t)) {
             return None;
         }
-        let now = s.cycles.wrapping_sub(p.offset(t));
-        Some(self.clock.expiry(s, now, p.cval(t)))
+        let offset = p.offset(t);
+        let cval = p.cval(t);
+        Some(Due {
+            at: self.clock.expiry(s, s.cycles.wrapping_sub(offset), cval),
+            target: cval.wrapping_add(offset),
+        })
     }
 
     /// Drive `t`'s line; counts rising edges.
     fn set_level<P: Platform>(&self, p: &P, t: Which, level: bool) {
         let was = self.level[t.idx()].swap(level, Ordering::Relaxed);
         if level && !was {
-            self.stats.irq(false);
+            self.delivered(p, t);
         }
         // Also when unchanged: the vGIC resamples a mapped level interrupt
         // on the guest's EOI, so its line may be lower than ours.
         p.irq_line(t, level);
+    }
+
+    /// Count a delivery of `t` (a rising edge of its line), and how late it
+    /// comes after the guest's `CVAL`, in counter ticks; one before it is
+    /// counted early (a bug).
+    fn delivered<P: Platform>(&self, p: &P, t: Which) {
+        let (_, cval) = self.regs_now(p, t);
+        let now = self.now(p, t);
+        self.stats.irq(now < cval);
+        self.stats.late(now.saturating_sub(cval));
     }
 
     /// The line level last driven for `t`.
@@ -384,59 +487,74 @@ impl El1Timers {
         self.level[t.idx()].load(Ordering::Relaxed)
     }
 
+    /// Stop the host timer; one stopped before it fired woke no one, and
+    /// measures nothing.
     fn cancel<P: Platform>(&self, p: &P) {
-        self.host.cancel(p, &self.stats);
+        if self.host.cancel(p, &self.stats) {
+            self.adv_used.store(NOT_TUNABLE, Ordering::Relaxed);
+        }
         self.scope.store(0, Ordering::Relaxed);
     }
 
     /// Start the host timer at host time `at` (ns) for `scope`; not past
     /// the end of host time, where nothing ever fires ([`HostTimer::start`]).
-    fn start<P: Platform>(&self, p: &P, scope: u8, at: u64) {
+    /// Whether it started.
+    fn start<P: Platform>(&self, p: &P, scope: u8, at: u64) -> bool {
         let Some(at) = ktime(at) else {
-            return;
+            return false;
         };
         self.scope.store(scope, Ordering::Relaxed);
-        self.host.start(p, &self.stats, at);
+        self.host.start(p, &self.stats, at)
     }
 
-    /// The earliest host time (ns) at which something in `scope` fires,
-    /// `None` if nothing in it can; `fire` is called for each timer whose
-    /// condition holds now.
-    fn scan<P: Platform>(&self, p: &P, scope: u8, mut fire: impl FnMut(Which)) -> Option<u64> {
+    /// What in `scope` fires, and when, by one reading of the counter and
+    /// the clock; `fire` is called for each timer whose condition holds
+    /// now.
+    fn scan<P: Platform>(&self, p: &P, scope: u8, mut fire: impl FnMut(Which)) -> Next {
         let s = self.sample(p);
-        let mut next: Option<u64> = None;
+        let mut timer: Option<Due> = None;
         for t in Which::ALL {
             if scope & t.bit() == 0 {
                 continue;
             }
-            match self.saved_expiry(p, t, s) {
-                Some(at) if at <= s.ns => fire(t),
-                Some(at) => next = Some(next.map_or(at, |n| n.min(at))),
-                None => {}
+            let Some(due) = self.saved_due(p, t, s) else {
+                continue;
+            };
+            if due.at <= s.ns {
+                fire(t);
+            }
+            if timer.is_none_or(|first| due.at < first.at) {
+                timer = Some(due);
             }
         }
+        let mut wfit = None;
         if scope & SCOPE_WFIT != 0 {
             if let Some(d) = p.wfit_deadline() {
                 let now = s.cycles.wrapping_sub(p.offset(Which::Virt));
                 let at = self.clock.expiry(s, now, d);
                 if at > s.ns {
-                    next = Some(next.map_or(at, |n| n.min(at)));
+                    wfit = Some(at);
                 }
             }
         }
-        next
+        Next {
+            now: s.ns,
+            timer,
+            wfit,
+        }
     }
 
     /// An emulated timer after a change or at load: drive its line, and
-    /// watch it with the host timer if it will fire later.
+    /// watch it with the host timer if it will fire later (at its deadline
+    /// itself: the vCPU is loaded, so no advance).
     fn emulate<P: Platform>(&self, p: &P, t: Which) {
         let fire = self.should_fire(p, t);
         self.set_level(p, t, fire);
         if fire {
             return;
         }
-        if let Some(at) = self.saved_expiry(p, t, self.sample(p)) {
-            self.start(p, t.bit(), at);
+        if let Some(due) = self.saved_due(p, t, self.sample(p)) {
+            self.start(p, t.bit(), due.at);
         }
     }
 
@@ -461,7 +579,9 @@ impl El1Timers {
         Ok(())
     }
 
-    /// The vCPU blocks: wake it at its earliest timer or WFIT deadline.
+    /// The vCPU blocks: wake it at its earliest timer, early by the
+    /// advance, or at its WFIT deadline.  A WFIT wait, whose end the guest
+    /// chose, gets no advance, nor do the timers while it lasts.
     ///
     /// Only the host timer may raise a line here, never this function:
     /// put runs in the scheduler's switch away from the vCPU thread, where
@@ -473,11 +593,82 @@ impl El1Timers {
         let scope = Which::Virt.bit() | Which::Phys.bit() | SCOPE_WFIT;
         let mut due = false;
         let next = self.scan(p, scope, |_| due = true);
-        match (due, next) {
-            (true, _) => self.start(p, scope, p.host_ns()),
-            (false, Some(at)) => self.start(p, scope, at),
-            (false, None) => {}
+        let used = match next.timer {
+            Some(d) if !due && p.wfit_deadline().is_none() => {
+                self.advance.lead(d.at.saturating_sub(next.now))
+            }
+            _ => NOT_TUNABLE,
+        };
+        let at = if due {
+            Some(next.now)
+        } else {
+            next.wake_at(used)
+        };
+        // Before the start: the callback reads it.
+        self.adv_used.store(used, Ordering::Relaxed);
+        if !at.is_some_and(|at| self.start(p, scope, at)) {
+            self.adv_used.store(NOT_TUNABLE, Ordering::Relaxed);
         }
+    }
+
+    /// The vCPU is back, loaded, after its host timer woke it with the
+    /// advance: how early or late it is for the deadline it was woken for
+    /// tunes the estimate (`used` went into the wake, the path took
+    /// `used + late - early`).  A vCPU woken otherwise measures nothing.
+    fn back<P: Platform>(&self, p: &P) {
+        let used = self.adv_used.swap(NOT_TUNABLE, Ordering::Relaxed);
+        let target = self.entry.load(Ordering::Relaxed);
+        if used == NOT_TUNABLE || target == NO_ENTRY {
+            return;
+        }
+        let (late_ns, early_ns) = advance::distance(self.clock, p.counter(), target);
+        self.advance.tune(used, late_ns, early_ns);
+    }
+
+    /// The deadline on the host counter of the earliest timer that can
+    /// fire, by its registers now, and the ticks left to it (0 if due).
+    fn first_deadline<P: Platform>(&self, p: &P) -> Option<(u64, u64)> {
+        let mut first: Option<(u64, u64)> = None;
+        for t in Which::ALL {
+            let (ctl, cval) = self.regs_now(p, t);
+            if !can_fire(ctl) {
+                continue;
+            }
+            let rest = cval.saturating_sub(self.now(p, t));
+            if first.is_none_or(|(_, r)| rest < r) {
+                first = Some((cval.wrapping_add(p.offset(t)), rest));
+            }
+        }
+        first
+    }
+
+    /// After a wake by the advance: wait, with interrupts on, for the
+    /// deadline it was for, if that is still the vCPU's first and no
+    /// farther than the advance's bound.  Whether the vCPU goes back to the
+    /// guest.
+    ///
+    /// The wait raises no line: the timer does, at its deadline, from
+    /// where load put it (the hardware's interrupt, or the emulated timer's
+    /// host timer), and the vCPU then enters the guest with it pending.
+    /// Farther (the VM's counter offset moved since) or gone, the vCPU
+    /// blocks again, and its put starts the host timer anew.
+    fn wait_out<P: Platform>(&self, p: &P) -> bool {
+        let target = self.entry.swap(NO_ENTRY, Ordering::Relaxed);
+        if target == NO_ENTRY {
+            return false;
+        }
+        let Some((first, rest)) = self.first_deadline(p) else {
+            return false;
+        };
+        let rest_ns = self.clock.cycles_to_ns_ceil(rest);
+        if first != target || rest_ns > self.advance.max_ns() {
+            return false;
+        }
+        if rest_ns > 0 {
+            let spun = advance::wait_ticks(rest, || p.counter(), || p.relax());
+            self.stats.spin(self.clock.cycles_to_ns_ceil(spun));
+        }
+        true
     }
 
     /// The host interrupt of direct timer `t` while loaded (hard IRQ).
@@ -489,7 +680,7 @@ impl El1Timers {
     pub fn host_irq<P: Platform>(&self, p: &P, t: Which) {
         if self.live(t) && self.should_fire(p, t) {
             self.level[t.idx()].store(true, Ordering::Relaxed);
-            self.stats.irq(false);
+            self.delivered(p, t);
             p.irq_line(t, true);
         }
     }
@@ -620,6 +811,7 @@ impl<P: Platform> VcpuLogic<P> for El1Timers {
         // The host timer was armed on the CPU the vCPU left, or watches a
         // timer that is about to be loaded: stop it first.
         self.cancel(p);
+        self.back(p);
         for t in Which::ALL {
             if !self.direct(t) {
                 continue;
@@ -685,12 +877,18 @@ impl<P: Platform> VcpuLogic<P> for El1Timers {
     /// The host timer's callback.
     fn expired(&self, p: &P) -> Expiry {
         let scope = self.scope.load(Ordering::Relaxed);
+        let used = self.adv_used.load(Ordering::Relaxed);
         let mut fired = false;
         let next = self.scan(p, scope, |t| {
             self.set_level(p, t, true);
             fired = true;
         });
         if fired {
+            if let Some(d) = next.timer.filter(|_| used != NOT_TUNABLE) {
+                // A blocked vCPU's wakeup with an advance (too small to be
+                // early, or late): its load measures it.
+                self.entry.store(d.target, Ordering::Relaxed);
+            }
             if !p.irqchip_in_kernel() {
                 // No vGIC to wake the vCPU for its line: wake it, and KVM
                 // finds the lines to tell userspace
@@ -707,23 +905,39 @@ impl<P: Platform> VcpuLogic<P> for El1Timers {
                 }
             }
         }
-        match next {
-            // Early (the host clock ran ahead of the counter): again,
-            // unless past the end of host time.
-            Some(at) => again(at),
-            None => Expiry::Done,
+        if let Some(d) = next.timer {
+            if used != NOT_TUNABLE && used != 0 && d.at.saturating_sub(used) <= next.now {
+                // Early by the advance: wake the vCPU, raising no line; it
+                // waits out the rest in `pending()`.
+                self.entry.store(d.target, Ordering::Relaxed);
+                p.wake();
+                return Expiry::Done;
+            }
         }
+        // Early (the host clock ran ahead of the counter): again, unless
+        // past the end of host time.
+        let r = next.wake_at(used).map_or(Expiry::Done, again);
+        if r == Expiry::Done {
+            // Done without a wake: nothing for the next load to measure.
+            self.adv_used.store(NOT_TUNABLE, Ordering::Relaxed);
+        }
+        r
     }
 
-    /// Whether a WFIT wait is over (`kvm_cpu_has_pending_timer`).
+    /// Whether a WFIT wait is over, or the vCPU, woken by the advance, has
+    /// waited out its timer's deadline (`kvm_cpu_has_pending_timer`).
     fn pending(&self, p: &P) -> bool {
-        p.wfit_deadline()
-            .is_some_and(|d| d <= self.now(p, Which::Virt))
+        let wfit_over = p
+            .wfit_deadline()
+            .is_some_and(|d| d <= self.now(p, Which::Virt));
+        wfit_over || self.wait_out(p)
     }
 
     /// vCPU reset (KVM_ARM_VCPU_INIT), put, preemption disabled.
     fn reset(&self, p: &P) {
         self.cancel(p);
+        self.adv_used.store(NOT_TUNABLE, Ordering::Relaxed);
+        self.entry.store(NO_ENTRY, Ordering::Relaxed);
         for t in Which::ALL {
             // Disabled and unmasked, as KVM has always reset them.
             p.set_ctl(t, 0);

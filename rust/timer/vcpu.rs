@@ -30,16 +30,11 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::advance::Advance;
+use super::advance::{self, Advance, NOT_TUNABLE};
 use super::clock::{Clock, Sample};
 use super::host_timer::{ktime, HostClock, HostTimer};
 use super::stats::{Kick, Stats};
 use super::VcpuLogic;
-
-/// No advance was applied to the armed host timer (it was started when
-/// its deadline had already passed, or advance is off): the delivery says
-/// nothing about the path's length.
-const NOT_TUNABLE: u64 = u64::MAX;
 
 /// A deadline that never comes: SBI `set_timer(-1)`, the reset value.
 pub const NEVER: u64 = u64::MAX;
@@ -256,9 +251,8 @@ impl VcpuTimer {
         // left to it, and the callback delivers at once (the timer fires
         // once).  Its delivery still measures the path (`Advance::tune`).
         // A deadline already passed measures nothing.
-        let ahead = ns.saturating_sub(s.ns);
-        let used = if self.advance.enabled() && ahead > 0 && p.is_blocking() {
-            self.advance.ns().min(ahead)
+        let used = if p.is_blocking() {
+            self.advance.lead(ns.saturating_sub(s.ns))
         } else {
             NOT_TUNABLE
         };
@@ -374,31 +368,20 @@ impl VcpuTimer {
             return;
         }
         let now = self.guest_cycles(p);
-        let (late_ns, waited_ns) = if now >= deadline {
-            (self.clock.cycles_to_ns_ceil(now - deadline), 0)
-        } else {
-            let rest = deadline - now;
-            let waited_ns = self.clock.cycles_to_ns_ceil(rest);
-            if waited_ns > self.advance.max_ns() {
-                // Not an advance (the counter offset moved back since):
-                // arm again for the deadline's new time.
-                if self.mode == Mode::Sbi && self.armed() {
-                    p.timer_cancel();
-                    self.arm(p, deadline);
-                }
-                return;
+        let (late_ns, waited_ns) = advance::distance(self.clock, now, deadline);
+        if waited_ns > self.advance.max_ns() {
+            // Not an advance (the counter offset moved back since): arm
+            // again for the deadline's new time.
+            if self.mode == Mode::Sbi && self.armed() {
+                p.timer_cancel();
+                self.arm(p, deadline);
             }
-            // Counted on the host counter: a change of the VM's offset
-            // meanwhile cannot stretch the wait.
-            let start = p.host_cycles();
-            let mut spun = 0;
-            while spun < rest {
-                p.relax();
-                spun = p.host_cycles().wrapping_sub(start);
-            }
+            return;
+        }
+        if waited_ns > 0 {
+            let spun = advance::wait_ticks(deadline - now, || p.host_cycles(), || p.relax());
             self.stats.spin(self.clock.cycles_to_ns_ceil(spun));
-            (0, waited_ns)
-        };
+        }
         if self.mode == Mode::Sbi && self.fired.load(Ordering::Acquire) != deadline {
             self.armed.store(false, Ordering::Release);
             self.fired.store(deadline, Ordering::Release);

@@ -6,12 +6,15 @@
 //! host timer's callback, the direct timers' host interrupt, a ONE_REG
 //! ioctl, a preemption of the vCPU thread and a remote kick.  In-kernel
 //! vGIC (mapped lines, resampled through `input_level`) or a userspace
-//! irqchip (`sync_user`, lines in `kvm_run`); counter offsets.
+//! irqchip (`sync_user`, lines in `kvm_run`); counter offsets; the timer
+//! advance of a blocked vCPU, whose wait-out in `pending` runs with
+//! interrupts on (the host timer and the host interrupt may come in it).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::hrtimer::{self, end_run, Hr, Wait};
 use crate::sched::{self, Actor, World};
+use crate::timer::advance::Advance;
 use crate::timer::clock::Clock;
 use crate::timer::el1::{
     can_fire, El1Timers, Error, Placement, Platform, TimerReg, Which, CTL_IMASK, CTL_ISTATUS,
@@ -37,6 +40,8 @@ const ACTORS: usize = 6;
 
 const IOCTL_CPU: u32 = 2;
 const MAX_FIRES: u32 = 6;
+/// How far the counter moves while a busy-wait pauses once.
+const RELAX_TICKS: u64 = 10;
 
 fn idx(t: Which) -> usize {
     match t {
@@ -93,6 +98,8 @@ pub struct Scenario {
     pub user_irqchip: bool,
     /// The VM's (virtual, physical) counter offsets at the start.
     pub offsets: (u64, u64),
+    /// With a timer advance (30 ns, at most 60).
+    pub advance: bool,
     /// The vCPU thread's script.
     pub vcpu: Vec<Op>,
     /// The ioctl actor's accesses (none: no such actor).
@@ -250,6 +257,11 @@ impl Arm {
         present[KICK] = s.kick;
         let now = 1_000_000u64;
         let offset = [s.offsets.0, s.offsets.1];
+        let adv = if s.advance {
+            Advance::new(30, 60)
+        } else {
+            Advance::off()
+        };
         // Disabled, CVAL at the timer's counter now.
         let saved = [0, 1].map(|i| (0, now.wrapping_sub(offset[i])));
         let arm = Arc::new(Arm {
@@ -285,7 +297,7 @@ impl Arm {
                 epoch: [0; 2],
                 edges: Vec::new(),
             }),
-            t: El1Timers::new(Clock::new(1_000_000_000).unwrap(), s.phys),
+            t: El1Timers::new(Clock::new(1_000_000_000).unwrap(), s.phys, adv),
         });
         arm.t.enable(&*arm).unwrap();
         load(&arm);
@@ -388,6 +400,9 @@ impl Platform for Arm {
     fn hw_ctl(&self, t: Which) -> u64 {
         self.lock().hw_ctl(t)
     }
+    fn hw_cval(&self, t: Which) -> u64 {
+        self.lock().hw[idx(t)].expect("reading an unloaded timer").1
+    }
     fn set_traps(&self) {}
     fn irqchip_in_kernel(&self) -> bool {
         !self.lock().user_irqchip
@@ -454,6 +469,11 @@ impl Platform for Arm {
     }
     fn atomic<R>(&self, f: impl FnOnce() -> R) -> R {
         self.irqs_off(f)
+    }
+    fn relax(&self) {
+        // Interrupts are on in the wait: the host's may come in between.
+        sched::point("relax");
+        self.lock().now += RELAX_TICKS;
     }
 }
 
@@ -562,6 +582,16 @@ impl World for Arm {
         if w.hr != Hr::Idle {
             sched::fail(format!("the host timer never stops: {:?}", w.hr));
         }
+        let st = t.stats().snapshot();
+        if st.early != 0 {
+            sched::fail("the statistics count an early interrupt");
+        }
+        if st.late.iter().sum::<u64>() != st.irqs {
+            sched::fail(format!(
+                "the lateness histogram misses deliveries: {:?} for {} irqs",
+                st.late, st.irqs
+            ));
+        }
     }
 }
 
@@ -642,7 +672,20 @@ fn halt(arm: &Arm, migrate: bool) {
     for _ in 0..3 {
         sched::point("wfi: check_block");
         let lines = t.user_lines(arm);
-        if arm.lock().runnable(lines) || t.pending(arm) {
+        if arm.lock().runnable(lines) {
+            break;
+        }
+        // Preemptible: the wait-out of an early wake runs with interrupts
+        // and preemption on.
+        if preemptible(arm, || t.pending(arm)) {
+            // Back to the guest for a timer (or the WFIT deadline), with
+            // no line needed: its deadline must have come, or the guest
+            // finds its WFI done for nothing.
+            let w = arm.lock();
+            let wfit_over = w.wfit.is_some_and(|d| d <= w.guest_now(Which::Virt));
+            if !wfit_over && !Which::ALL.into_iter().any(|x| w.condition(x)) {
+                sched::fail("the vCPU leaves WFI for its timer before the deadline");
+            }
             break;
         }
         put(arm);

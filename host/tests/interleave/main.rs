@@ -286,6 +286,7 @@ mod el1 {
             phys,
             user_irqchip: false,
             offsets: (7_000, 0),
+            advance: false,
             vcpu,
             ioctl: Vec::new(),
             preempt: false,
@@ -368,6 +369,39 @@ mod el1 {
             );
             s.kick = true;
             eprintln!("executions: {}", clean(&s));
+        }
+    }
+
+    /// A blocked vCPU with the timer advance, for timer `x` due in 100:
+    /// programmed by the guest, or with trapped writes if emulated.
+    fn wfi_advance(phys: Placement, x: Which) -> Scenario {
+        let mut vcpu = if phys == Placement::Emulated && x == Which::Phys {
+            vec![
+                Op::Write(x, TimerReg::Tval, 100),
+                Op::Write(x, TimerReg::Ctl, CTL_ENABLE),
+            ]
+        } else {
+            vec![Op::Program(x, CTL_ENABLE, 100)]
+        };
+        vcpu.extend([Op::Halt { migrate: true }, Op::Handle(x)]);
+        let mut s = base(phys, vcpu);
+        s.advance = true;
+        s
+    }
+
+    #[test]
+    fn advance_in_wfi() {
+        for (phys, x) in [
+            (Placement::Direct, Which::Virt),
+            (Placement::Direct, Which::Phys),
+            (Placement::Emulated, Which::Phys),
+        ] {
+            for (kick, preempt) in [(false, false), (true, false), (false, true)] {
+                let mut s = wfi_advance(phys, x);
+                s.kick = kick;
+                s.preempt = preempt;
+                eprintln!("{phys:?} {x:?}: executions: {}", clean(&s));
+            }
         }
     }
 
@@ -458,6 +492,24 @@ mod el1 {
             &s,
             "el1_write_without_cancel",
             "the host timer runs for no timer that can fire",
+        );
+    }
+
+    #[test]
+    fn finds_a_line_raised_at_the_early_wake() {
+        finds(
+            &wfi_advance(Placement::Emulated, Which::Phys),
+            "el1_advance_raises",
+            "raised early",
+        );
+    }
+
+    #[test]
+    fn finds_a_vcpu_back_before_its_deadline() {
+        finds(
+            &wfi_advance(Placement::Direct, Which::Virt),
+            "el1_no_wait_out",
+            "before the deadline",
         );
     }
 

@@ -255,6 +255,16 @@ impl Vcpu {
         unsafe { bindings::kvt_arm64_hw_ctl(is_phys(t)) }
     }
 
+    /// The live `CVAL` of direct timer `t`, as the hardware has it.
+    ///
+    /// # Context
+    ///
+    /// As for [`Vcpu::hw_ctl`].
+    pub(crate) fn hw_cval(&self, t: Which) -> u64 {
+        // SAFETY: reads an EL1 timer register of this CPU; no side effect.
+        unsafe { bindings::kvt_arm64_hw_cval(is_phys(t)) }
+    }
+
     /// Set this CPU's counter and timer traps for the VM's offsets (VHE).
     ///
     /// # Context

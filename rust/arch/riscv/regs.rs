@@ -32,13 +32,6 @@ pub(crate) fn host_cycles() -> u64 {
     unsafe { bindings::kvt_riscv_host_cycles() }
 }
 
-/// The bound of the timer advance, in ns (the `advance_max_ns` module
-/// parameter).
-pub(crate) fn advance_max_ns() -> u64 {
-    // SAFETY: reads the parameter with `READ_ONCE()`; no preconditions.
-    u64::from(unsafe { bindings::kvt_advance_max_ns() })
-}
-
 /// Proof that every hart of the host has Sstc, so that `vstimecmp` exists.
 ///
 /// # Invariants

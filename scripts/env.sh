@@ -117,18 +117,21 @@ kvt_src_key() {
 # (debug, rt) configs/VARIANT.config laid over it.  A symbol the variant sets
 # (to a value or "is not set") replaces the base's line for it.
 kvt_fragment() {
-	local arch=$1 variant=${2:-} syms
+	local arch=$1 variant=${2:-} syms overlay
 	if [ -z "$variant" ]; then
 		cat "$KVT_ROOT/configs/$arch.config"
 		return
 	fi
 	[ -e "$KVT_ROOT/configs/$variant.config" ] ||
 		{ echo "no configs/$variant.config" >&2; return 1; }
-	syms=$(sed -n -e 's/^\(CONFIG_[A-Za-z0-9_]*\)=.*/\1/p' \
-		-e 's/^# \(CONFIG_[A-Za-z0-9_]*\) is not set/\1/p' \
-		"$KVT_ROOT/configs/$variant.config")
+	# The variant's options, and those it has on this architecture only
+	# (configs/VARIANT-ARCH.config, if any).
+	overlay=$(cat "$KVT_ROOT/configs/$variant.config" \
+		"$KVT_ROOT/configs/$variant-$arch.config" 2>/dev/null || true)
+	syms=$(echo "$overlay" | sed -n -e 's/^\(CONFIG_[A-Za-z0-9_]*\)=.*/\1/p' \
+		-e 's/^# \(CONFIG_[A-Za-z0-9_]*\) is not set/\1/p')
 	grep -v -w -F "$syms" "$KVT_ROOT/configs/$arch.config" || true
-	cat "$KVT_ROOT/configs/$variant.config"
+	echo "$overlay"
 }
 
 # A built kernel: the source key, the config fragment and the toolchain.

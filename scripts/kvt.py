@@ -57,6 +57,8 @@ SPLAT_RE = re.compile(
     r"Oops|BUG:|WARNING:|Call Trace|Kernel panic|hung_task|blocked for more than"
     r"|UBSAN:|suspected memory leak|rcu: INFO:|detected stalls"
 )
+# The kernel's sysrq dumps (/init's show_stuck()).
+SYSRQ_RE = re.compile(r"sysrq: Show (Blocked State|backtrace of all active CPUs)")
 # A printk line (printk.time=1).
 KERNEL_LINE_RE = re.compile(r"^\[\s*\d+\.\d+\] ")
 KERNEL_TS_RE = re.compile(r"\[\s*\d+\.\d{6}\] ")
@@ -619,14 +621,21 @@ def kernel_reports(console):
     part of it.  The phase is the backend whose `# phase` line came last
     ("host" before the first)."""
     reports, phase, current, in_trace = [], "host", None, False
+    # After /init's sysrq dump of a step past its deadline, up to the next
+    # phase: the call traces of that dump are not reports (the step's
+    # TIMEOUT is); a BUG, WARNING, ... still is.
+    asked = False
     for raw in console:
         m = PHASE_RE.match(raw)
         if m:
-            phase = m.group(1)
+            phase, asked = m.group(1), False
             continue
         if raw.startswith("    "):
             continue
+        asked = asked or bool(SYSRQ_RE.search(raw))
         head = SPLAT_RE.search(raw)
+        if head and asked and head.group(0) == "Call Trace":
+            head = None
         # A report ends with its call trace: the first line after the trace
         # that is not a frame is not part of it.
         if current and in_trace and not TRACE_FRAME_RE.search(raw):

@@ -222,6 +222,22 @@ class ClassifyTest(unittest.TestCase):
             r = self.classify(["ok 1 intree.t1 # time=1.0s", splat, kvt.PLAN_DONE])
             self.assertEqual(r["console"].status, "fail", splat)
 
+    def test_sysrq_dump_of_a_hung_step_is_not_a_splat(self):
+        # /init dumps the CPUs of a step past its deadline: its call traces
+        # are not reports, up to the next phase; a BUG still is one.
+        dump = ["# phase intree", "# init: step 90 past its deadline; its tasks ...",
+                "[ 9.0] sysrq: Show backtrace of all active CPUs",
+                "[ 9.1] NMI backtrace for cpu 1", "[ 9.1] Call Trace:",
+                "[ 9.1] [<ffffffff80001000>] handle_exception+0x0/0x10",
+                "not ok 1 intree.t1 # time=1.0s TIMEOUT 1s"]
+        r = self.classify([*dump, kvt.PLAN_DONE])
+        self.assertEqual(r["console"].status, "pass", r["console"].note)
+        r = self.classify([*dump, "[ 9.2] BUG: soft lockup - CPU#0 stuck for 22s!",
+                           kvt.PLAN_DONE])
+        self.assertEqual(r["console"].status, "fail")
+        r = self.classify([*dump, "# phase vtimer", "[ 9.3] Call Trace:", kvt.PLAN_DONE])
+        self.assertEqual(r["console"].status, "fail")
+
     def test_test_output_is_not_a_splat(self):
         r = self.classify(["    WARNING: printed by a test", kvt.PLAN_DONE])
         self.assertEqual(r["console"].status, "pass")

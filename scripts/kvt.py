@@ -159,7 +159,7 @@ def xfail_reason(plan, config, backend, test):
         if (
             fnmatch.fnmatchcase(config, x["config"])
             and x["backend"] in (backend, "*")
-            and x["test"] == test
+            and fnmatch.fnmatchcase(test, x["test"])
         ):
             return x["reason"]
     return None

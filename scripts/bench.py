@@ -703,6 +703,13 @@ def load_baseline(path=None):
     return figs, meta
 
 
+def config_params(plan, name, cli=""):
+    """The module parameter of config NAME's runs: --module-params if
+    given, else the config's `bench_module_params` (selftests/plan.toml),
+    else none."""
+    return cli or plan["config"][name].get("bench_module_params", "")
+
+
 def advance_cap_ns(params):
     """advance_max_ns of our runs: from --module-params if set there, else
     the module's default."""
@@ -1087,7 +1094,8 @@ def main(argv=None):
     ap.add_argument("--irqs", type=int, default=0,
                     help="interrupts per run (default: kvt_bench's own)")
     ap.add_argument("--module-params", default="",
-                    help="one kvm_vtimer parameter for its runs, e.g. advance_max_ns=0")
+                    help="one kvm_vtimer parameter for its runs, e.g. advance_max_ns=0 "
+                    "(default: each config's bench_module_params)")
     ap.add_argument("--workloads", default="",
                     help=f"comma-separated subset of {','.join(WORKLOADS)}")
     ap.add_argument("--timeout", type=int, default=0,
@@ -1117,7 +1125,8 @@ def main(argv=None):
     for w in workloads:
         if w not in WORKLOADS:
             raise SystemExit(f"bench: unknown workload {w} (have: {', '.join(WORKLOADS)})")
-    tests = {n: bench_test(plan, n, args.reps, args.irqs, workloads, args.module_params,
+    params = {n: config_params(plan, n, args.module_params) for n in names}
+    tests = {n: bench_test(plan, n, args.reps, args.irqs, workloads, params[n],
                            args.timeout) for n in names}
 
     meta = {"command": shlex.join(["scripts/bench.py", *(argv if argv is not None
@@ -1131,6 +1140,7 @@ def main(argv=None):
                             "icount": plan["config"][n].get("icount"),
                             "smp": plan["config"][n].get("smp", 4),
                             "modes": bench_modes(plan, n),
+                            "module_params": params[n],
                             "kvt_bench": shlex.join(tests[n]["argv"])} for n in names}}
     # The busy gap belongs to the busy workload: run when that is.
     want_gaps = not args.no_busy_gap and (not workloads or "busy" in workloads)
@@ -1155,7 +1165,7 @@ def main(argv=None):
                 f"{plan['config'][n].get('icount')}), at most {test['timeout']}s"
                 + (f" and {len(gaps)} {GAP_BIN} runs" if gaps else ""))
         r, g, rec, p = bench_boot(plan, n, prepared[arch], test, args.verbose, gaps=gaps,
-                                  params=args.module_params)
+                                  params=params[n])
         kvt.log(f"bench: {n} done in {rec['wall']:.0f}s: {len(r)} runs, "
                 f"{len(g)} busy-gap records")
         runs += r
@@ -1170,7 +1180,7 @@ def main(argv=None):
     # of configs with bench_modes but no `bench = true`: not measured.
     targets = goal_targets(plan, names, runs, gap_runs, declared=not args.configs)
     summary, rows, gs, gsum = write_outputs(args.out, runs, meta, boots, gap_runs, targets,
-                                            cap_ns=advance_cap_ns(args.module_params))
+                                            cap_ns=max(map(advance_cap_ns, params.values())))
     print_report(summary, rows, gs, args.out, gsum, meta)
     if args.publish:
         PUBLISH.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,15 @@ def console_line(r):
     return "    " + bench.PREFIX + json.dumps(r)
 
 
+class ConfigParamsTest(unittest.TestCase):
+    def test_cli_over_config_over_none(self):
+        plan = {"config": {"a": {"bench_module_params": "advance_max_ns=100000"}, "b": {}}}
+        self.assertEqual(bench.config_params(plan, "a"), "advance_max_ns=100000")
+        self.assertEqual(bench.config_params(plan, "a", "advance_max_ns=0"), "advance_max_ns=0")
+        self.assertEqual(bench.config_params(plan, "b"), "")
+        self.assertEqual(bench.advance_cap_ns(bench.config_params(plan, "a")), 100000)
+
+
 class ParseTest(unittest.TestCase):
     def test_lines_among_other_output(self):
         a, b = run("intree", "wfi"), run("vtimer", "wfi", lateness=(0, -1))
@@ -821,8 +830,11 @@ class MainTest(unittest.TestCase):
         self.assertIn("goal 1 (direct timer) arm64-vhe/vtimer: not measured", self.out)
         self.assertIn("goal 2 (emulated timer) arm64-nvhe/ptimer: not measured", self.out)
         booted = {c.args[1]: c.args[3]["argv"] for c in self.boot.call_args_list}
-        self.assertEqual(booted["arm64-nvhe"][-2:], ["-m", "vtimer,ptimer"])
+        self.assertEqual(booted["arm64-nvhe"][-4:],
+                         ["-m", "vtimer,ptimer", "-o", "advance_max_ns=100000"])
         self.assertEqual(booted["riscv-nosstc"][-2:], ["-m", "sbi"])
+        self.assertEqual(self.doc["meta"]["configs"]["arm64-nvhe"]["module_params"],
+                         "advance_max_ns=100000")
         self.assertEqual(self.doc["meta"]["configs"]["arm64-ecv"]["modes"], ["vtimer", "ptimer"])
         self.assertIn("-m sstc,sbi", self.doc["meta"]["configs"]["riscv-sstc"]["kvt_bench"])
         # Named: only those.

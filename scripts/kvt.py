@@ -14,6 +14,7 @@ failure that passed).  A console that shows a kernel splat fails the boot.
 
 import argparse
 import atexit
+import bisect
 import concurrent.futures
 import fnmatch
 import functools
@@ -21,6 +22,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -418,8 +420,6 @@ def hung_cpus(sock, path, arch, image, wait=10):
     through its monitor SOCK, written to PATH, each CPU's program counter
     named from the kernel's System.map (next to IMAGE) when it is the
     host's.  "" if the monitor does not answer."""
-    import socket
-
     text = b""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -465,8 +465,6 @@ def system_map(path):
 
 def name_pc(pc, symbols):
     """PC as symbol+offset, or in hex when it is not in the kernel's text."""
-    import bisect
-
     i = bisect.bisect_right(symbols, (pc, "\uffff")) - 1
     if i < 0 or i + 1 >= len(symbols):
         return f"{pc:#x}"

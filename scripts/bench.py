@@ -1135,7 +1135,7 @@ def main(argv=None):
             "git": git_rev(), "reps": args.reps, "irqs": args.irqs,
             "linux_source": kvt.linux_source_version(),
             "qemu_version": "; ".join(dict.fromkeys(
-                qemu_version(kvt.QEMU[plan["config"][n]["arch"]][0]) for n in names)),
+                qemu_version(kvt.qemu_binary(plan["config"][n])) for n in names)),
             "configs": {n: {"qemu": plan["config"][n]["qemu"],
                             "icount": plan["config"][n].get("icount"),
                             "smp": plan["config"][n].get("smp", 4),

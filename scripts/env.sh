@@ -163,14 +163,15 @@ kvt_in_use() {
 }
 
 # Drop cache entries that are no longer useful: unfinished builds older
-# than KVT_BUILDING_MIN minutes, all but the newest two kernels and three
-# selftest builds per architecture and variant (the name without its -KEY)
-# that no run uses now, and sources no kept kernel was built from.  Runs
+# than KVT_BUILDING_MIN minutes; all but the newest two kernels and three
+# selftest builds per architecture and variant (the name without its -KEY),
+# and all but the newest two patched QEMUs (scripts/build-qemu.sh), that no
+# run uses now; and sources no kept kernel was built from.  Runs
 # under the cache lock.
 : "${KVT_BUILDING_MIN:=120}"
 kvt_prune() {
 	local kind keep d group
-	for kind in kernel selftests; do
+	for kind in kernel selftests qemu; do
 		keep=2
 		[ "$kind" = selftests ] && keep=3
 		for d in "$KVT_CACHE/$kind-"*; do

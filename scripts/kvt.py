@@ -274,6 +274,27 @@ def claim(entry):
     atexit.register(marker.unlink, missing_ok=True)
 
 
+_qemu_built = {}
+_qemu_lock = threading.Lock()
+
+
+def qemu_binary(cfg):
+    """The QEMU a config boots: the system's, or with `qemu_build = true`
+    (arm64 only) ours from Debian's source with patches/qemu
+    (scripts/build-qemu.sh, built once per run)."""
+    qemu = QEMU[cfg["arch"]][0]
+    if not cfg.get("qemu_build"):
+        return qemu
+    if cfg["arch"] != "arm64":
+        raise SystemExit("kvt: qemu_build is for arm64 configs only")
+    with _qemu_lock:
+        if qemu not in _qemu_built:
+            path = Path(sh(SCRIPTS / "build-qemu.sh"))
+            claim(path.parent)
+            _qemu_built[qemu] = str(path)
+        return _qemu_built[qemu]
+
+
 def prepare(arch, tests, variant=None):
     """Build kernel, module, selftests and init for ARCH, with the kernel
     VARIANT (configs/VARIANT.config over configs/ARCH.config) if given."""
@@ -342,7 +363,8 @@ def boot(plan, name, prepared, tests, echo=False, steps=None, outdir=None,
     else:
         build_initramfs(initrd, arch, plan_text, init, selftests, tests, modules)
 
-    qemu, console, extra = QEMU[arch]
+    _, console, extra = QEMU[arch]
+    qemu = qemu_binary(cfg)
     logf = outdir / "console.log"
     # A socket's path is short (108 bytes): outside OUTDIR unless asked.
     mondir = None if os.environ.get("KVT_MONITOR") else tempfile.mkdtemp(prefix="kvt-mon-")
@@ -746,6 +768,8 @@ def cmd_suite(args):
     prepared = {}
     for key in dict.fromkeys(kernel_of(plan, n) for n in names):
         prepared[key] = prepare(key[0], tests_for(plan, key[0]), key[1])
+    for n in names:
+        qemu_binary(plan["config"][n])
     boots = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futs = {}

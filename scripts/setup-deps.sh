@@ -6,9 +6,13 @@
 set -euo pipefail
 
 APT_BACKPORTS="clang-19 lld-19 llvm-19 libclang-19-dev qemu-system-misc qemu-system-arm"
+# The second line of APT_MAIN builds arm64-ecv's patched QEMU
+# (scripts/build-qemu.sh; meson comes from PyPI into its own venv).
 APT_MAIN="make flex bison bc libelf-dev libssl-dev cpio xz-utils python3 rsync
 	gcc-riscv64-linux-gnu gcc-aarch64-linux-gnu libc6-dev-riscv64-cross
-	libc6-dev-arm64-cross rustc-web rust-web-src"
+	libc6-dev-arm64-cross rustc-web rust-web-src
+	dpkg-dev ninja-build pkg-config python3-venv libglib2.0-dev libpixman-1-dev
+	libfdt-dev"
 # The kernels' source; KVT_LINUX_VERSION=VERSION installs exactly that
 # Debian version (env.sh then refuses any other).
 LINUX_SOURCE=linux-source-6.12

@@ -17,9 +17,10 @@
  * within the same bounds.
  *
  * A host with ECV (FEAT_ECV, CNTPOFF_EL2) lets the guest read CNTPCT_EL0
- * without a trap, offset by CNTPOFF_EL2.  QEMU 10.0 applies CNTPOFF_EL2
- * only with SCR_EL3.ECVEn set, and `-M virt,virtualization=on` has no EL3:
- * there the guest reads the host's counter and this test fails.
+ * without a trap, offset by CNTPOFF_EL2.  Debian's QEMU 10.0 applies
+ * CNTPOFF_EL2 only with SCR_EL3.ECVEn set, and `-M virt,virtualization=on`
+ * has no EL3: there the guest reads the host's counter and this test fails
+ * (arm64-ecv boots a QEMU with that fixed, patches/qemu).
  */
 #include "kvt_arm64_timer.h"
 

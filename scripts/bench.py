@@ -1106,8 +1106,8 @@ def main(argv=None):
                     help="copy the plot and an RST table to Documentation/bench/")
     ap.add_argument("--strict", action="store_true",
                     help="exit 1 if any measured goal is MISSED; goals not measured "
-                         "(a figure missing, e.g. arm64's busy gap, or a config or "
-                         "timer mode without runs) are listed but do not fail")
+                         "(a figure missing, e.g. the busy gap with --no-busy-gap, or a "
+                         "config or timer mode without runs) are listed but do not fail")
     ap.add_argument("--no-busy-gap", action="store_true",
                     help=f"do not run {GAP_BIN} (goal 0 is then not measured)")
     ap.add_argument("-v", "--verbose", action="store_true", help="echo the console results")

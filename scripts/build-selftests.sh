@@ -30,7 +30,7 @@ arm64)
 	tests="arch_timer get-reg-list steal_time kvm_create_max_vcpus
 		aarch64/arch_timer_edge_cases aarch64/vgic_irq"
 	ours="kvt_arm64_onereg kvt_arm64_offset kvt_cntpct kvt_rmmod kvt_arm64_user_irqchip
-		kvt_arm64_declined kvt_bench kvt_arm64_fuzz kvt_stress" ;;
+		kvt_arm64_declined kvt_bench kvt_busy_gap kvt_arm64_fuzz kvt_stress" ;;
 esac
 rm -rf "$out"
 mkdir -p "$out"

@@ -288,7 +288,7 @@ class GoalTest(unittest.TestCase):
     def test_not_measured_is_never_met(self):
         runs, gaps = good_runs()
         g = evaluate(runs, gaps)
-        # arm64: no benchmark there yet.
+        # arm64: no figures in these runs.
         for goal in (0, 1, 3, 4, 5, 6):
             self.assertEqual(self.status(g, goal, "arm64-vhe", "vtimer"), "not measured")
         self.assertEqual(self.status(g, 2, "arm64-nvhe", "ptimer"), "not measured")
@@ -327,6 +327,35 @@ class GoalTest(unittest.TestCase):
         self.assertEqual(self.status(g, 0, "riscv-sstc", "sbi"), "MISSED")
         self.assertIn("ours 401 vs in-tree 400", g[(0, "riscv-sstc", "sbi")]["detail"])
         self.assertEqual(self.status(g, 0, "riscv-sstc", "sstc"), "met")
+
+    def test_arm64_busy_gap(self):
+        # kvt_busy_gap runs on arm64 too, one line per EL1 timer, its modes
+        # those of the configs' bench_modes: goal 0 is judged as on RISC-V.
+        runs, gaps = good_runs()
+        arm = [gap(b, m, g, config=c, gap_p50=40) | {"hz": 62_500_000}
+               for c in ("arm64-vhe", "arm64-nvhe") for m in ("vtimer", "ptimer")
+               for b, g in (("intree", 900), ("vtimer", 800))]
+        plan = kvt.load_plan()
+        targets = bench.goal_targets(plan, ["arm64-vhe", "arm64-nvhe"], gap_runs=arm)
+        self.assertEqual(targets, {("arm64-vhe", "vtimer"): "direct",
+                                   ("arm64-vhe", "ptimer"): "direct",
+                                   ("arm64-nvhe", "vtimer"): "direct",
+                                   ("arm64-nvhe", "ptimer"): "emulated"})
+        g = evaluate(runs, gaps + arm, targets=targets)
+        for t in targets:
+            self.assertEqual(self.status(g, 0, *t), "met", t)
+        self.assertEqual(g[(0, "arm64-nvhe", "ptimer")]["detail"],
+                         "longest gap ours 800 vs in-tree 900 ticks, over 100 and 100 "
+                         "deadlines; p50 40 vs 40")
+        # No kvt_bench runs there: the other goals stay not measured.
+        self.assertEqual(self.status(g, 1, "arm64-vhe", "vtimer"), "not measured")
+        self.assertEqual(self.status(g, 2, "arm64-nvhe", "ptimer"), "not measured")
+        # One repetition of ours longer than the in-tree timer's longest.
+        worse = gap("vtimer", "ptimer", 901, rep=1, config="arm64-nvhe") | {"hz": 62_500_000}
+        g = evaluate(runs, gaps + arm + [worse], targets=targets)
+        self.assertEqual(self.status(g, 0, "arm64-nvhe", "ptimer"), "MISSED")
+        self.assertEqual(self.status(g, 0, "arm64-nvhe", "vtimer"), "met")
+        self.assertEqual(self.status(g, 0, "arm64-vhe", "ptimer"), "met")
 
     def test_missed_direct(self):
         runs, gaps = good_runs()
@@ -533,6 +562,11 @@ class GapTest(unittest.TestCase):
         recs, bad = bench.parse_gap_lines(lines)
         self.assertEqual(recs, [good])
         self.assertEqual(len(bad), 2)
+        # arm64's, per EL1 timer (kvt_busy_gap.c's report()).
+        recs, bad = bench.parse_gap_lines([
+            '# kvt-busy-gap {"backend": "intree", "mode": "ptimer", "hz": 62500000, '
+            '"deadlines": 100, "gap_max": 1234, "gap_p50": 56}'])
+        self.assertEqual((recs[0]["mode"], recs[0]["gap_max"], bad), ("ptimer", 1234, []))
 
     def test_summary(self):
         gs = bench.summarize_gaps([gap("vtimer", "sbi", 10, 2, rep=0),
@@ -854,6 +888,13 @@ class MainTest(unittest.TestCase):
         self.assertEqual(self.boot.call_args.kwargs["gaps"], [])
         self.main(self.GOOD, args=["--workloads", "wfi,busy"])
         self.assertEqual(len(self.boot.call_args.kwargs["gaps"]), 10)
+        # arm64 as RISC-V: its runs, and goal 0 per EL1 timer from them.
+        arm = [gap(b, m, 500, config="arm64-vhe") for m in ("vtimer", "ptimer")
+               for b in ("intree", "vtimer")]
+        self.main(self.GOOD, gaps=arm, configs=["arm64-vhe"])
+        self.assertEqual(len(self.boot.call_args.kwargs["gaps"]), 10)
+        self.assertIn("goal 0 (busy gap) arm64-vhe/vtimer: met", self.out)
+        self.assertIn("goal 0 (busy gap) arm64-vhe/ptimer: met", self.out)
 
 
 FAKE_QEMU = r"""#!/usr/bin/env python3

@@ -156,12 +156,6 @@ static void test_wrap(enum arch_timer timer)
 	kvt_timer_vm_free(vm);
 }
 
-/* The interrupt this CPU interface would take next (1023: none). */
-static u32 guest_hppir(void)
-{
-	return read_sysreg_s(SYS_ICC_HPPIR1_EL1) & 0xffffff;
-}
-
 /* -l: CVAL moved ahead while the line is up: the line drops, then comes back. */
 static void guest_level(void)
 {
@@ -173,7 +167,7 @@ static void guest_level(void)
 	kvt_guest_arm(timer, timer_get_cntct(timer));
 	/* The host raises the line; the vGIC makes it pending here. */
 	end = timer_get_cntct(timer) + msec_to_cycles(LEVEL_LATE_MS);
-	while (guest_hppir() != intid) {
+	while (kvt_guest_hppir() != intid) {
 		__GUEST_ASSERT(timer_get_cntct(timer) < end,
 			       "%s timer: due, not pending at the CPU after %d ms",
 			       kvt_timer_name(timer), LEVEL_LATE_MS);
@@ -186,7 +180,7 @@ static void guest_level(void)
 	__GUEST_ASSERT(!gic_irq_get_pending(intid),
 		       "%s timer: CVAL 0x%lx moved ahead, interrupt still pending",
 		       kvt_timer_name(timer), cval);
-	__GUEST_ASSERT(guest_hppir() != intid,
+	__GUEST_ASSERT(kvt_guest_hppir() != intid,
 		       "%s timer: CVAL 0x%lx moved ahead, interrupt still pending at the CPU",
 		       kvt_timer_name(timer), cval);
 

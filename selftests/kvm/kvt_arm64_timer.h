@@ -122,6 +122,17 @@ static inline void kvt_guest_resample(enum arch_timer timer)
 	gic_irq_get_pending(kvt_timer_intid[timer]);
 }
 
+/*
+ * Guest: the interrupt this CPU interface would take next, its highest
+ * priority pending one (1023: none).  A register of the CPU: no exit.  An
+ * interrupt is pending there only once the host's vGIC has put it in a
+ * list register, at a guest entry.
+ */
+static inline u32 kvt_guest_hppir(void)
+{
+	return read_sysreg_s(SYS_ICC_HPPIR1_EL1) & 0xffffff;
+}
+
 /* Guest: arm @timer to fire at @cval, its interrupt unmasked. */
 static inline void kvt_guest_arm(enum arch_timer timer, u64 cval)
 {

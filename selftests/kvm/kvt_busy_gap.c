@@ -11,18 +11,43 @@
  * before the deadline and holds it until the deadline: the guest sees its
  * counter jump.
  *
- * The guest programs DEADLINES deadlines, PERIOD_US apart, first through
- * SBI TIME set_timer, then (if the vCPU has Sstc) through stimecmp.  With
- * interrupts off, it reads its counter in a loop, and sip.STIP before
- * each read, and records the longest gap between two consecutive counter
- * reads from WINDOW_US before each deadline until WINDOW_US after it (or
- * until the interrupt is pending, if later).  One line per mode:
+ * The guest programs DEADLINES deadlines, PERIOD_US apart, in each timer
+ * mode in turn, the mode's counter the one it reads:
+ *
+ *  RISC-V  sbi     SBI TIME set_timer; the time CSR
+ *          sstc    stimecmp, if the vCPU has Sstc; the time CSR
+ *  arm64   vtimer  the EL1 virtual timer: CNTV_CVAL_EL0, then CNTV_CTL_EL0
+ *                  enabled and unmasked; CNTVCT_EL0
+ *          ptimer  the EL1 physical timer, the same on CNTP_*; CNTPCT_EL0
+ *
+ * With interrupts off at the CPU (on arm64 the timers' PPIs are enabled at
+ * the vGICv3), it reads its counter in a loop, and whether the timer
+ * interrupt is pending before each read, and records the longest gap
+ * between two consecutive counter reads from WINDOW_US before each
+ * deadline until WINDOW_US after it (or until the interrupt is pending, if
+ * later).
+ *
+ * Pending is what the host delivers: sip.STIP on RISC-V; on arm64 the
+ * timer's PPI as the highest priority pending interrupt of the guest's CPU
+ * interface (ICC_HPPIR1_EL1, a register of the CPU, read without an exit),
+ * where only the host's vGIC puts it, at a guest entry.  Not the timer's
+ * CTL.ISTATUS: the timer sets it when the counter reaches CVAL, never
+ * before by definition, and where KVM emulates the physical timer (nVHE)
+ * each read of CNTP_CTL_EL0 is an exit.  Nor the redistributor's pending
+ * bit: each read of it is an exit.  Once pending there, a deadline's
+ * interrupt stays pending until the next exit, also after the timer moved
+ * on; so the guest reads the redistributor once after it programs each
+ * deadline, and after each mode, outside the window: an exit, at which the
+ * vGIC resamples the timer's line.
+ *
+ * One line per mode:
  *
  *   # kvt-busy-gap {"backend": "vtimer", "mode": "sbi", "hz": ..., "deadlines": ...,
  *                   "gap_max": ..., "gap_p50": ...}
  *
  * with the largest and the median (nearest rank) of the per-deadline
- * gaps, in counter ticks.  It fails only on what must hold anywhere: the
+ * gaps, in ticks of the counter ("hz": the time CSR's frequency on RISC-V,
+ * CNTFRQ_EL0 on arm64).  It fails only on what must hold anywhere: the
  * interrupt is never pending before its deadline, and it comes.  How the
  * gaps compare between backends is for a benchmark.
  */
@@ -32,7 +57,11 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#ifdef __aarch64__
+#include "kvt_arm64_timer.h"
+#else
 #include "kvt_riscv_timer.h"
+#endif
 #include "ucall_common.h"
 
 #define MAX_DEADLINES	1000
@@ -40,14 +69,155 @@
 /* An interrupt not pending this long after its deadline is lost. */
 #define SLACK_US	50000
 
+static void guest_code(void);
+
+/*
+ * The architecture's part.  Guest and host: the modes and has_mode().
+ * Guest: guest_timer_init(), guest_now(), guest_set_deadline(),
+ * guest_stop(), guest_pending() and the interrupt handler, which fails.
+ * Host: the VM, the counter frequency and a note on the modes not run.
+ */
+#ifdef __aarch64__
+
+enum { MODE_VTIMER, MODE_PTIMER, NR_MODES };
+
+static const char * const mode_names[NR_MODES] = { "vtimer", "ptimer" };
+
+static enum arch_timer mode_timer(int mode)
+{
+	return mode == MODE_PTIMER ? PHYSICAL : VIRTUAL;
+}
+
+/* Both timers are always there. */
+static bool has_mode(int mode)
+{
+	return true;
+}
+
+/* Both timers masked, their PPIs enabled at the vGIC. */
+static void guest_timer_init(void)
+{
+	kvt_guest_timer_init();
+}
+
+static u64 guest_now(int mode)
+{
+	return timer_get_cntct(mode_timer(mode));
+}
+
+/*
+ * As Linux's clockevent: CVAL, then CTL enabled and unmasked.  Then an
+ * exit, so that the previous deadline's interrupt is no longer pending.
+ */
+static void guest_set_deadline(int mode, u64 when)
+{
+	kvt_guest_arm(mode_timer(mode), when);
+	kvt_guest_resample(mode_timer(mode));
+}
+
+/* The timer disabled, its interrupt no longer pending. */
+static void guest_stop(int mode)
+{
+	timer_set_ctl(mode_timer(mode), 0);
+	kvt_guest_resample(mode_timer(mode));
+}
+
+/* Whether the host delivered the timer's PPI to the CPU interface. */
+static bool guest_pending(int mode)
+{
+	return kvt_guest_hppir() == kvt_timer_intid[mode_timer(mode)];
+}
+
+static void guest_irq_handler(struct ex_regs *regs)
+{
+	GUEST_FAIL("interrupt %u taken with interrupts off", gic_get_and_ack_irq());
+}
+
+static struct kvm_vm *host_vm_create(struct kvm_vcpu **vcpu)
+{
+	return __kvt_timer_vm_create(vcpu, guest_code, guest_irq_handler);
+}
+
+/* CNTFRQ_EL0, the same for host and guest. */
+static u64 host_hz(void)
+{
+	return timer_get_cntfrq();
+}
+
+static void host_note_modes(void)
+{
+}
+
+#else /* RISC-V */
+
 enum { MODE_SBI, MODE_SSTC, NR_MODES };
 
 static const char * const mode_names[NR_MODES] = { "sbi", "sstc" };
 
 /* Shared with the guest. */
+static bool guest_sstc;
+
+static bool has_mode(int mode)
+{
+	return mode != MODE_SSTC || guest_sstc;
+}
+
+static void guest_timer_init(void)
+{
+	timer_irq_enable();
+}
+
+static u64 guest_now(int mode)
+{
+	return timer_get_cycles();
+}
+
+static void guest_set_deadline(int mode, u64 when)
+{
+	kvt_guest_set_cmp(mode == MODE_SSTC, when);
+}
+
+static void guest_stop(int mode)
+{
+	kvt_guest_set_cmp(mode == MODE_SSTC, -1ULL);
+}
+
+static bool guest_pending(int mode)
+{
+	return kvt_guest_stip_pending();
+}
+
+static void guest_irq_handler(struct ex_regs *regs)
+{
+	GUEST_FAIL("interrupt taken with interrupts off, cause %lx", regs->cause);
+}
+
+static struct kvm_vm *host_vm_create(struct kvm_vcpu **vcpu)
+{
+	struct kvm_vm *vm = kvt_timer_vm_create(vcpu, guest_code, guest_irq_handler);
+
+	guest_sstc = __vcpu_has_isa_ext(*vcpu, KVM_RISCV_ISA_EXT_SSTC);
+	sync_global_to_guest(vm, guest_sstc);
+	return vm;
+}
+
+/* The timer frequency, as kvt_timer_vm_create() read it. */
+static u64 host_hz(void)
+{
+	return timer_freq;
+}
+
+static void host_note_modes(void)
+{
+	if (!guest_sstc)
+		ksft_print_msg("no Sstc in the vCPU: SBI set_timer only\n");
+}
+
+#endif
+
+/* Shared with the guest. */
 static u64 nr_deadlines = 100;
 static u64 period_us = 1000;
-static bool guest_sstc;
 static u64 gaps[NR_MODES][MAX_DEADLINES];
 
 /* The longest gap between two counter reads around one deadline. */
@@ -60,12 +230,12 @@ static u64 busy_through(int mode, u64 deadline)
 	bool seen = false;
 	bool pending;
 
-	kvt_guest_set_cmp(mode == MODE_SSTC, deadline);
-	prev = timer_get_cycles();
+	guest_set_deadline(mode, deadline);
+	prev = guest_now(mode);
 	for (;;) {
 		/* Pending before this read: never before the deadline. */
-		pending = kvt_guest_stip_pending();
-		now = timer_get_cycles();
+		pending = guest_pending(mode);
+		now = guest_now(mode);
 		__GUEST_ASSERT(!pending || now >= deadline,
 			       "%s: interrupt pending at %lu, before its deadline %lu",
 			       mode_names[mode], now, deadline);
@@ -87,21 +257,16 @@ static void guest_code(void)
 	u64 i;
 
 	local_irq_disable();
-	timer_irq_enable();
+	guest_timer_init();
 	for (mode = 0; mode < NR_MODES; mode++) {
-		if (mode == MODE_SSTC && !guest_sstc)
+		if (!has_mode(mode))
 			break;
 		for (i = 0; i < nr_deadlines; i++)
-			gaps[mode][i] = busy_through(mode, timer_get_cycles() +
+			gaps[mode][i] = busy_through(mode, guest_now(mode) +
 						     usec_to_cycles(period_us));
-		kvt_guest_set_cmp(mode == MODE_SSTC, -1ULL);
+		guest_stop(mode);
 	}
 	GUEST_DONE();
-}
-
-static void guest_irq_handler(struct ex_regs *regs)
-{
-	GUEST_FAIL("interrupt taken with interrupts off, cause %lx", regs->cause);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -133,7 +298,7 @@ int main(int argc, char *argv[])
 	struct kvm_vm *vm;
 	struct ucall uc;
 	cpu_set_t set;
-	int opt;
+	int opt, mode;
 
 	while ((opt = getopt(argc, argv, "n:p:")) != -1) {
 		switch (opt) {
@@ -165,21 +330,18 @@ int main(int argc, char *argv[])
 	}
 
 	backend = kvt_module_loaded() ? "vtimer" : "intree";
-	vm = kvt_timer_vm_create(&vcpu, guest_code, guest_irq_handler);
-	guest_sstc = __vcpu_has_isa_ext(vcpu, KVM_RISCV_ISA_EXT_SSTC);
-	sync_global_to_guest(vm, guest_sstc);
+	vm = host_vm_create(&vcpu);
 	sync_global_to_guest(vm, nr_deadlines);
 	sync_global_to_guest(vm, period_us);
 
 	TEST_ASSERT_EQ(kvt_vcpu_run_watched(vcpu, &uc, "busy-wait"), UCALL_DONE);
 
 	sync_global_from_guest(vm, gaps);
-	report(MODE_SBI, backend, timer_freq);
-	if (guest_sstc)
-		report(MODE_SSTC, backend, timer_freq);
-	else
-		ksft_print_msg("no Sstc in the vCPU: SBI set_timer only\n");
+	for (mode = 0; mode < NR_MODES; mode++)
+		if (has_mode(mode))
+			report(mode, backend, host_hz());
+	host_note_modes();
 
-	kvm_vm_free(vm);
+	kvt_timer_vm_free(vm);
 	return 0;
 }

@@ -83,7 +83,7 @@ done
 
 # QEMU 10.0 wants meson >= 1.5 (bookworm has 1.0): a venv of ours, which
 # QEMU's own build venv inherits.
-venv=$KVT_CACHE/qemu-venv
+venv=$KVT_CACHE/meson-venv
 if ! "$venv/bin/meson" --version 2>/dev/null | grep -q '^1\.5\.'; then
 	rm -rf "$venv"
 	python3 -m venv "$venv"

@@ -768,12 +768,20 @@ def cmd_suite(args):
     prepared = {}
     for key in dict.fromkeys(kernel_of(plan, n) for n in names):
         prepared[key] = prepare(key[0], tests_for(plan, key[0]), key[1])
-    for n in names:
-        qemu_binary(plan["config"][n])
+    # A QEMU of our own that does not build fails its configs, not the run.
     boots = {}
+    for n in names:
+        try:
+            qemu_binary(plan["config"][n])
+        except SystemExit as e:
+            log(f"kvt: {n}: {e}")
+            boots[n] = Boot(n, plan["config"][n]["arch"],
+                            [Result(n, "qemu", "fail", note=str(e))])
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futs = {}
         for n in names:
+            if n in boots:
+                continue
             log(f"kvt: booting {n}")
             futs[pool.submit(boot, plan, n, prepared[kernel_of(plan, n)],
                              tests_of(plan, n), args.verbose)] = n

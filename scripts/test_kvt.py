@@ -182,6 +182,40 @@ class PlanTest(unittest.TestCase):
                 self.assertIn(b, kvt.BACKENDS)
 
 
+class QemuBinaryTest(unittest.TestCase):
+    """kvt.qemu_binary(): the system's QEMU unless a config asks for ours
+    (`qemu_build`, scripts/build-qemu.sh), built once per run."""
+
+    def setUp(self):
+        self.built = mock.patch.dict(kvt._qemu_built, clear=True)
+        self.built.start()
+        self.addCleanup(self.built.stop)
+
+    def test_system_qemu_by_default(self):
+        with mock.patch.object(kvt, "sh") as sh:
+            self.assertEqual(kvt.qemu_binary({"arch": "arm64"}), "qemu-system-aarch64")
+            self.assertEqual(kvt.qemu_binary({"arch": "riscv"}), "qemu-system-riscv64")
+            sh.assert_not_called()
+
+    def test_built_once_and_claimed(self):
+        with tempfile.TemporaryDirectory() as d, \
+                mock.patch.object(kvt, "sh", return_value=f"{d}/qemu-system-aarch64") as sh, \
+                mock.patch.object(kvt, "claim") as claim:
+            cfg = {"arch": "arm64", "qemu_build": True}
+            self.assertEqual(kvt.qemu_binary(cfg), f"{d}/qemu-system-aarch64")
+            self.assertEqual(kvt.qemu_binary(cfg), f"{d}/qemu-system-aarch64")
+            sh.assert_called_once_with(kvt.SCRIPTS / "build-qemu.sh")
+            claim.assert_called_once_with(Path(d))
+
+    def test_refused_off_arm64_and_failure_not_kept(self):
+        with self.assertRaises(SystemExit):
+            kvt.qemu_binary({"arch": "riscv", "qemu_build": True})
+        with mock.patch.object(kvt, "sh", side_effect=SystemExit("kvt: build failed")):
+            with self.assertRaises(SystemExit):
+                kvt.qemu_binary({"arch": "arm64", "qemu_build": True})
+        self.assertEqual(kvt._qemu_built, {})
+
+
 class ClassifyTest(unittest.TestCase):
     EXPECTED = ["intree.t1", "intree.t2", "vtimer.t1", "vtimer.t2", "vtimer.t3"]
 
@@ -825,6 +859,21 @@ class CachePruneTest(unittest.TestCase):
                              ["selftests-arm64-building", "selftests-riscv-s0",
                               "selftests-riscv-s2", "selftests-riscv-s3",
                               "selftests-riscv-s4"])
+
+    def test_two_patched_qemus_stay(self):
+        with tempfile.TemporaryDirectory() as d:
+            cache = Path(d)
+            for i in range(3):
+                q = cache / f"qemu-aarch64-q{i}"
+                q.mkdir()
+                (q / ".kvt-ready").touch()
+                os.utime(q, (1000 + i, 1000 + i))
+            # build-qemu.sh's meson, old: not a qemu-* entry, so it stays.
+            (cache / "meson-venv").mkdir()
+            os.utime(cache / "meson-venv", (1000, 1000))
+            self.prune(cache)
+            self.assertEqual(sorted(p.name for p in cache.iterdir()),
+                             ["meson-venv", "qemu-aarch64-q1", "qemu-aarch64-q2"])
 
     def test_claim_marks_until_exit(self):
         with tempfile.TemporaryDirectory() as d:

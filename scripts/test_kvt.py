@@ -819,15 +819,20 @@ class CachePruneTest(unittest.TestCase):
         subprocess.run(["bash", "-c", f'set -euo pipefail; export KVT_CACHE="{cache}"; '
                         f'. "{kvt.ROOT}/scripts/env.sh"; kvt_prune'], check=True)
 
+    @staticmethod
+    def built(cache, prefix, n):
+        """N finished entries PREFIX0..PREFIXn-1, the last the newest."""
+        for i in range(n):
+            e = cache / f"{prefix}{i}"
+            e.mkdir()
+            (e / ".kvt-ready").touch()
+            os.utime(e, (1000 + i, 1000 + i))
+
     def test_empty_and_populated_cache(self):
         with tempfile.TemporaryDirectory() as d:
             cache = Path(d)
             self.prune(cache)
-            for i in range(3):
-                k = cache / f"kernel-riscv-k{i}"
-                k.mkdir()
-                (k / ".kvt-ready").touch()
-                os.utime(k, (1000 + i, 1000 + i))
+            self.built(cache, "kernel-riscv-k", 3)
             (cache / "kernel-arm64-unfinished").mkdir()
             os.utime(cache / "kernel-arm64-unfinished", (1000, 1000))
             (cache / "src-unused").mkdir()
@@ -863,11 +868,7 @@ class CachePruneTest(unittest.TestCase):
     def test_two_patched_qemus_stay(self):
         with tempfile.TemporaryDirectory() as d:
             cache = Path(d)
-            for i in range(3):
-                q = cache / f"qemu-aarch64-q{i}"
-                q.mkdir()
-                (q / ".kvt-ready").touch()
-                os.utime(q, (1000 + i, 1000 + i))
+            self.built(cache, "qemu-aarch64-q", 3)
             # build-qemu.sh's meson, old: not a qemu-* entry, so it stays.
             (cache / "meson-venv").mkdir()
             os.utime(cache / "meson-venv", (1000, 1000))

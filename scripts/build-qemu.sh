@@ -75,7 +75,10 @@ rm -rf "$out"
 mkdir -p "$out/dl"
 echo "build-qemu: fetching the source of qemu $version" >&2
 (cd "$out/dl" && apt-get -qq source --download-only "qemu=$version" >&2)
-dpkg-source -x "$out"/dl/qemu_*.dsc "$out/src" >&2
+if ! dpkg-source -x "$out"/dl/qemu_*.dsc "$out/src" > "$out/unpack.log" 2>&1; then
+	cat "$out/unpack.log" >&2
+	exit 1
+fi
 for p in "$KVT_ROOT"/patches/qemu/*.patch; do
 	echo "build-qemu: applying $(basename "$p")" >&2
 	patch -d "$out/src" -p1 --batch --forward --quiet < "$p"
@@ -90,19 +93,26 @@ if ! "$venv/bin/meson" --version 2>/dev/null | grep -q '^1\.5\.'; then
 	"$venv/bin/pip" -q install 'meson==1.5.2' >&2
 fi
 
+# configure's and ninja's output go to a log, shown only on failure.
 mkdir -p "$out/build"
-(
+log=$out/build.log
+echo "build-qemu: building qemu-system-aarch64 (log: $log)" >&2
+if ! (
 	cd "$out/build"
 	"$out/src/configure" --python="$venv/bin/python3" \
 		--target-list=aarch64-softmmu --with-devices-aarch64=minimal \
 		--without-default-features --without-default-devices \
 		--enable-tcg --enable-fdt=system --disable-docs \
 		--disable-install-blobs --disable-download --disable-werror \
-		--with-pkgversion="Debian $version + kvm-vtimer patches/qemu" >&2
-	ninja -j "$KVT_JOBS" qemu-system-aarch64 >&2
-)
+		--with-pkgversion="Debian $version + kvm-vtimer patches/qemu"
+	ninja -j "$KVT_JOBS" qemu-system-aarch64
+) > "$log" 2>&1; then
+	tail -n 40 "$log" >&2
+	echo "build-qemu: the build failed; the whole log is $log" >&2
+	exit 1
+fi
 cp "$out/build/qemu-system-aarch64" "$out/"
-rm -rf "$out/dl" "$out/src" "$out/build"
+rm -rf "$out/dl" "$out/src" "$out/build" "$log" "$out/unpack.log"
 echo "$version" > "$out/version"
 touch "$out/.kvt-ready"
 echo "build-qemu: QEMU $version built in $((SECONDS - start)) s" >&2

@@ -22,18 +22,8 @@ flock 9
 
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 aptroot=$KVT_CACHE/apt-src-trixie
-mkdir -p "$aptroot/etc/apt/apt.conf.d" "$aptroot/etc/apt/preferences.d" \
-	"$aptroot/etc/apt/sources.list.d" "$aptroot/var/lib/apt/lists/partial" \
-	"$aptroot/var/lib/dpkg" "$aptroot/var/cache/apt/archives/partial"
-: > "$aptroot/var/lib/dpkg/status"
-echo "deb-src [signed-by=$keyring] http://deb.debian.org/debian trixie main" \
-	> "$aptroot/etc/apt/sources.list"
-cat > "$aptroot/apt.conf" <<EOF
-Dir "$aptroot/";
-Dir::State::status "$aptroot/var/lib/dpkg/status";
-Acquire::Languages "none";
-APT::Sandbox::User "root";
-EOF
+kvt_apt_root "$aptroot" \
+	"deb-src [signed-by=$keyring] http://deb.debian.org/debian trixie main"
 export APT_CONFIG=$aptroot/apt.conf
 
 newest_ready() {

@@ -162,6 +162,28 @@ kvt_in_use() {
 	return 1
 }
 
+# A private apt root DIR (fetch-debian.sh, build-qemu.sh) whose only source
+# is the line SOURCE, so that the machine's /etc/apt is never read or
+# changed: its directories, an empty dpkg status, and DIR/apt.conf with the
+# settings every root needs, then each further argument as one more line.
+# The caller exports APT_CONFIG=DIR/apt.conf.
+kvt_apt_root() {
+	local dir=$1 source=$2 line
+	shift 2
+	mkdir -p "$dir/etc/apt/apt.conf.d" "$dir/etc/apt/preferences.d" \
+		"$dir/etc/apt/sources.list.d" "$dir/var/lib/apt/lists/partial" \
+		"$dir/var/cache/apt/archives/partial" "$dir/var/lib/dpkg" "$dir/var/log/apt"
+	: > "$dir/var/lib/dpkg/status"
+	echo "$source" > "$dir/etc/apt/sources.list"
+	{
+		echo "Dir \"$dir/\";"
+		echo "Dir::State::status \"$dir/var/lib/dpkg/status\";"
+		echo 'Acquire::Languages "none";'
+		echo 'APT::Sandbox::User "root";'
+		for line in "$@"; do echo "$line"; done
+	} > "$dir/apt.conf"
+}
+
 # Drop cache entries that are no longer useful: unfinished builds older
 # than KVT_BUILDING_MIN minutes; all but the newest two kernels and three
 # selftest builds per architecture and variant (the name without its -KEY),

@@ -63,24 +63,12 @@ start=$SECONDS
 # The private apt root.
 aptroot=$KVT_CACHE/apt-trixie-$arch
 archives=$aptroot/var/cache/apt/archives
-mkdir -p "$aptroot/etc/apt/apt.conf.d" "$aptroot/etc/apt/preferences.d" \
-	"$aptroot/etc/apt/sources.list.d" "$aptroot/var/lib/apt/lists/partial" \
-	"$archives/partial" "$aptroot/var/lib/dpkg" "$aptroot/var/log/apt"
-: > "$aptroot/var/lib/dpkg/status"
-echo "deb [signed-by=$keyring] http://deb.debian.org/debian trixie main" \
-	> "$aptroot/etc/apt/sources.list"
 # Read first (APT_CONFIG), so the machine's /etc/apt is never read.
-cat > "$aptroot/apt.conf" <<EOF
-Dir "$aptroot/";
-Dir::State::status "$aptroot/var/lib/dpkg/status";
-APT::Architecture "$darch";
-APT::Architectures { "$darch"; };
-pkgCacheGen::Essential "none";
-APT::Install-Recommends "false";
-APT::Install-Suggests "false";
-Acquire::Languages "none";
-APT::Sandbox::User "root";
-EOF
+kvt_apt_root "$aptroot" \
+	"deb [signed-by=$keyring] http://deb.debian.org/debian trixie main" \
+	"APT::Architecture \"$darch\";" "APT::Architectures { \"$darch\"; };" \
+	'pkgCacheGen::Essential "none";' 'APT::Install-Recommends "false";' \
+	'APT::Install-Suggests "false";'
 export APT_CONFIG=$aptroot/apt.conf
 
 # Offline, reuse the newest result; without one, try the lists and .debs

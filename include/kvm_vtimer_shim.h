@@ -82,6 +82,7 @@ bool kvt_riscv_has_sstc(void);
 u64 kvt_riscv_timebase(void);
 u64 kvt_riscv_host_cycles(void);
 u64 kvt_riscv_time_delta(struct kvm_vcpu *vcpu);
+u64 kvt_riscv_guest_cycles(struct kvm_vcpu *vcpu);
 void kvt_riscv_set_time_delta(struct kvm_vcpu *vcpu, u64 delta);
 void kvt_riscv_write_htimedelta(u64 delta);
 void kvt_riscv_write_vstimecmp(u64 compare);

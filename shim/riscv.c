@@ -51,6 +51,11 @@ u64 kvt_riscv_time_delta(struct kvm_vcpu *vcpu)
 	return READ_ONCE(vcpu->kvm->arch.timer.time_delta);
 }
 
+u64 kvt_riscv_guest_cycles(struct kvm_vcpu *vcpu)
+{
+	return get_cycles64() + READ_ONCE(vcpu->kvm->arch.timer.time_delta);
+}
+
 void kvt_riscv_set_time_delta(struct kvm_vcpu *vcpu, u64 delta)
 {
 	WRITE_ONCE(vcpu->kvm->arch.timer.time_delta, delta);

@@ -63,6 +63,10 @@ impl Platform for Host<'_> {
         self.vcpu().set_time_delta(delta)
     }
 
+    fn guest_cycles(&self) -> u64 {
+        self.vcpu().guest_cycles()
+    }
+
     fn irq_raise(&self) -> Kick {
         self.vcpu().timer_irq_raise()
     }

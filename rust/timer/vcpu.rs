@@ -99,6 +99,11 @@ pub trait Platform: HostClock {
     fn time_delta(&self) -> u64;
     /// Set the VM's counter offset.
     fn set_time_delta(&self, delta: u64);
+    /// The guest's counter: the host's plus the offset.  Read on every
+    /// delivery; a platform may read both at once.
+    fn guest_cycles(&self) -> u64 {
+        self.host_cycles().wrapping_add(self.time_delta())
+    }
 
     /// Make the VS-level timer interrupt pending and kick the vCPU.
     fn irq_raise(&self) -> Kick;
@@ -202,7 +207,7 @@ impl VcpuTimer {
     }
 
     fn guest_cycles<P: Platform>(&self, p: &P) -> u64 {
-        p.host_cycles().wrapping_add(p.time_delta())
+        p.guest_cycles()
     }
 
     /// The host counter and clock, read as one instant.
@@ -354,6 +359,10 @@ impl VcpuTimer {
     /// Just before guest entry, interrupts disabled, the vCPU loaded here.
     /// A delivery that fired early waits out the rest of its deadline (SBI:
     /// then raises it); every delivery is measured and tunes the advance.
+    ///
+    /// Runs before every guest entry: the common case, nothing delivered
+    /// or armed early, returns at once; the rest is `deliver`.
+    #[inline]
     pub fn pre_enter<P: Platform>(&self, p: &P) {
         if self.entry.load(Ordering::Relaxed) == NEVER {
             if self.mode == Mode::Sbi && self.advance_in_use() != 0 && self.armed() {
@@ -363,11 +372,32 @@ impl VcpuTimer {
             }
             return;
         }
+        self.deliver(p);
+    }
+
+    /// [`Self::pre_enter`] with a delivery noted for this entry.  Not
+    /// inlined, so that the common case does not pay for its frame.
+    #[inline(never)]
+    fn deliver<P: Platform>(&self, p: &P) {
         let deadline = self.entry.swap(NEVER, Ordering::AcqRel);
         if deadline == NEVER || deadline != self.deadline() {
             return;
         }
         let now = self.guest_cycles(p);
+        let raised = self.mode == Mode::Sstc || self.fired.load(Ordering::Acquire) == deadline;
+        if now >= deadline && raised {
+            // Due, and raised (with Sstc the hart raises it): nothing to
+            // wait for or raise.  The common delivery (a running vCPU's, at
+            // its deadline), on the path the guest waits on: one counter
+            // read, and ns only to tune.
+            self.stats.late(now - deadline);
+            let used = self.adv_used.swap(NOT_TUNABLE, Ordering::Relaxed);
+            if used != NOT_TUNABLE {
+                let late_ns = self.clock.cycles_to_ns_ceil(now - deadline);
+                self.advance.tune(used, late_ns, 0);
+            }
+            return;
+        }
         let (late_ns, waited_ns) = advance::distance(self.clock, now, deadline);
         if waited_ns > self.advance.max_ns() {
             // Not an advance (the counter offset moved back since): arm

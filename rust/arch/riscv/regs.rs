@@ -58,6 +58,13 @@ impl Vcpu {
         unsafe { bindings::kvt_riscv_time_delta(self.as_ptr()) }
     }
 
+    /// The guest's counter: the host's `time` plus the VM's offset, in one
+    /// call (the delivery path reads it at every delivery).
+    pub(crate) fn guest_cycles(&self) -> u64 {
+        // SAFETY: as in `time_delta`; the helper also reads the `time` CSR.
+        unsafe { bindings::kvt_riscv_guest_cycles(self.as_ptr()) }
+    }
+
     /// Set the VM's counter offset.
     pub(crate) fn set_time_delta(&self, delta: u64) {
         // SAFETY: as in `time_delta`; the helper writes with `WRITE_ONCE()`.

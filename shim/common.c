@@ -194,7 +194,10 @@ bool kvt_vcpu_is_blocking(struct kvm_vcpu *vcpu)
 	return kvm_vcpu_is_blocking(vcpu);
 }
 
-/* How kvm_vcpu_kick() is about to reach @vcpu; racy, for statistics. */
+/*
+ * How kvm_vcpu_kick() is about to reach @vcpu: racy, for statistics, and
+ * for kvt_vcpu_kick() after its barrier.
+ */
 enum kvt_kick kvt_kick_kind(struct kvm_vcpu *vcpu)
 {
 	if (kvm_vcpu_is_blocking(vcpu))
@@ -205,11 +208,29 @@ enum kvt_kick kvt_kick_kind(struct kvm_vcpu *vcpu)
 	return KVT_KICK_QUIET;
 }
 
+/*
+ * kvm_vcpu_kick(), where it has something to do: the vCPU blocks (it is
+ * woken) or runs in the guest (it is made to exit).  Otherwise, outside the
+ * guest and not blocking, the vCPU looks at what the caller has just stored
+ * (a pending interrupt, a delivery noted for guest entry) before it enters:
+ * it sets IN_GUEST_MODE, then a full barrier, then checks its interrupts and
+ * the timer's pre-entry op; it publishes itself as blocking
+ * (prepare_to_rcuwait()), then a full barrier, then checks whether it may
+ * block (kvm_vcpu_check_block()).  The barrier here pairs with those two:
+ * either this reads the vCPU's new state and kicks, or the vCPU reads the
+ * caller's store.  kvm_vcpu_kick() itself would find nothing to do there
+ * (no waiter to wake, no IN_GUEST_MODE to end), but on the delivery path
+ * of every timer interrupt it costs what the guest waits for.
+ */
 enum kvt_kick kvt_vcpu_kick(struct kvm_vcpu *vcpu)
 {
-	enum kvt_kick kind = kvt_kick_kind(vcpu);
+	enum kvt_kick kind;
 
-	kvm_vcpu_kick(vcpu);
+	/* The caller's store before the vCPU's state: see above. */
+	smp_mb();
+	kind = kvt_kick_kind(vcpu);
+	if (kind != KVT_KICK_QUIET || READ_ONCE(vcpu->mode) == IN_GUEST_MODE)
+		kvm_vcpu_kick(vcpu);
 	return kind;
 }
 

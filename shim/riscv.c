@@ -76,13 +76,20 @@ u64 kvt_riscv_read_vstimecmp(void)
 	return csr_read(CSR_VSTIMECMP);
 }
 
+/*
+ * As kvm_riscv_vcpu_set_interrupt(vcpu, IRQ_VS_TIMER): VSTIP pending, for
+ * the vCPU's next flush of its interrupts (at guest entry, under the same
+ * lock), but with a kick only where it has something to do (kvt_vcpu_kick()).
+ */
 enum kvt_kick kvt_riscv_timer_irq_raise(struct kvm_vcpu *vcpu)
 {
-	enum kvt_kick kind = kvt_kick_kind(vcpu);
+	unsigned long flags;
 
-	/* Cannot fail for IRQ_VS_TIMER; it kicks the vCPU. */
-	kvm_riscv_vcpu_set_interrupt(vcpu, IRQ_VS_TIMER);
-	return kind;
+	raw_spin_lock_irqsave(&vcpu->arch.irqs_pending_lock, flags);
+	__set_bit(IRQ_VS_TIMER, vcpu->arch.irqs_pending);
+	__set_bit(IRQ_VS_TIMER, vcpu->arch.irqs_pending_mask);
+	raw_spin_unlock_irqrestore(&vcpu->arch.irqs_pending_lock, flags);
+	return kvt_vcpu_kick(vcpu);
 }
 
 /*

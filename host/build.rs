@@ -131,10 +131,10 @@ const MUTATIONS: &[Mutation] = &[
     // does not wake the blocked vCPU, as before.
     Mutation {
         file: "el1.rs",
-        from: "            if !p.irqchip_in_kernel() {
-                // No vGIC",
-        to: "            if !p.irqchip_in_kernel() && !crate::sched::mutant(\"el1_user_no_wake\") {
-                // No vGIC",
+        from: "        if !p.irqchip_in_kernel() {
+            // No vGIC",
+        to: "        if !p.irqchip_in_kernel() && !crate::sched::mutant(\"el1_user_no_wake\") {
+            // No vGIC",
     },
     // The callback of a blocked vCPU's host timer, early by the advance,
     // raises the lines of the timers that can fire instead of only waking

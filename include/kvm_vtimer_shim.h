@@ -100,6 +100,7 @@ bool kvt_arm64_has_hw_deactivation(void);
 u64 kvt_arm64_counter(void);
 u64 kvt_arm64_counter_hz(void);
 u64 kvt_arm64_offset(struct kvm_vcpu *vcpu, bool phys);
+u64 kvt_arm64_guest_counter(struct kvm_vcpu *vcpu, bool phys);
 void kvt_arm64_set_offset(struct kvm_vcpu *vcpu, bool phys, u64 offset);
 bool kvt_arm64_offset_fixed(struct kvm_vcpu *vcpu);
 u64 kvt_arm64_ctl(struct kvm_vcpu *vcpu, bool phys);

@@ -101,6 +101,11 @@ u64 kvt_arm64_offset(struct kvm_vcpu *vcpu, bool phys)
 	return phys ? READ_ONCE(d->poffset) : READ_ONCE(d->voffset);
 }
 
+u64 kvt_arm64_guest_counter(struct kvm_vcpu *vcpu, bool phys)
+{
+	return arch_timer_read_counter() - kvt_arm64_offset(vcpu, phys);
+}
+
 void kvt_arm64_set_offset(struct kvm_vcpu *vcpu, bool phys, u64 offset)
 {
 	struct arch_timer_vm_data *d = &vcpu->kvm->arch.timer_data;

@@ -63,6 +63,10 @@ impl Platform for Host<'_> {
         self.vcpu().offset(t)
     }
 
+    fn guest_counter(&self, t: Which) -> u64 {
+        self.vcpu().guest_counter(t)
+    }
+
     fn set_offset(&self, t: Which, offset: u64) {
         self.vcpu().set_offset(t, offset)
     }

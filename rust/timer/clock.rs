@@ -19,10 +19,12 @@ pub const MAX_FREQ_HZ: u64 = 10 * NSEC_PER_SEC;
 ///
 /// # Invariants
 ///
-/// `0 < hz <= MAX_FREQ_HZ`.
+/// `0 < hz <= MAX_FREQ_HZ`; `tight` is [`SAMPLE_TIGHT_NS`] in cycles of
+/// `hz`, rounded down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Clock {
     hz: u64,
+    tight: u64,
 }
 
 impl Clock {
@@ -32,8 +34,11 @@ impl Clock {
         if hz == 0 || hz > MAX_FREQ_HZ {
             None
         } else {
-            // INVARIANT: checked just above.
-            Some(Self { hz })
+            // INVARIANT: `hz` checked just above, `tight` from it.
+            Some(Self {
+                hz,
+                tight: scale(SAMPLE_TIGHT_NS, hz, NSEC_PER_SEC, false),
+            })
         }
     }
 
@@ -83,7 +88,9 @@ impl Clock {
     /// Read the counter and the clock as one instant: counter, clock,
     /// counter again, until the two counter reads are at most
     /// [`SAMPLE_TIGHT_NS`] apart (at most [`SAMPLE_TRIES`] times; else the
-    /// tightest reading).
+    /// tightest reading).  Compared in cycles, converted once in
+    /// [`Clock::new`]: the host timer's callback samples at every delivery
+    /// of an emulated timer.
     ///
     /// A deadline converted with the counter read once and the clock read
     /// later is late by whatever passed in between: an interrupt, or the
@@ -97,7 +104,7 @@ impl Clock {
             let now = ns();
             let gap = cycles().wrapping_sub(before);
             (
-                self.cycles_to_ns(gap),
+                gap,
                 Sample {
                     cycles: before,
                     ns: now,
@@ -106,7 +113,7 @@ impl Clock {
         };
         let (mut gap, mut best) = read();
         for _ in 1..SAMPLE_TRIES {
-            if gap <= SAMPLE_TIGHT_NS {
+            if gap <= self.tight {
                 break;
             }
             let (g, s) = read();
@@ -199,6 +206,27 @@ mod tests {
         );
         assert_eq!(c.expiry(s, s.cycles, s.cycles + 10), s.ns + 10);
         assert_eq!(c.expiry(s, s.cycles, s.cycles - 10), s.ns);
+    }
+
+    #[test]
+    fn sample_is_tight_at_ten_us_in_cycles() {
+        use core::cell::Cell;
+        // 10 MHz: 10 us is 100 cycles.  A reading whose counter moved that
+        // much is taken; one more cycle, and it reads again.
+        let c = Clock::new(10_000_000).unwrap();
+        for (gap, reads) in [(100u64, 1usize), (101, 4)] {
+            let counter = Cell::new(0u64);
+            let n = Cell::new(0usize);
+            c.sample(
+                || counter.get(),
+                || {
+                    n.set(n.get() + 1);
+                    counter.set(counter.get() + gap);
+                    0
+                },
+            );
+            assert_eq!(n.get(), reads, "{gap} cycles apart");
+        }
     }
 
     #[test]

@@ -154,6 +154,11 @@ pub trait Platform: HostClock {
     fn counter(&self) -> u64;
     /// The VM's offset of `t`'s counter from the host counter.
     fn offset(&self, t: Which) -> u64;
+    /// The guest's view of `t`'s counter: the host counter less the
+    /// offset.  Read on every delivery; a platform may read both at once.
+    fn guest_counter(&self, t: Which) -> u64 {
+        self.counter().wrapping_sub(self.offset(t))
+    }
     /// Set it (a ONE_REG write of the counter).
     fn set_offset(&self, t: Which, offset: u64);
     /// Whether userspace fixed the VM's offsets (`KVM_ARM_SET_COUNTER_OFFSET`):
@@ -283,6 +288,10 @@ struct Due {
     at: u64,
     /// Its deadline on the host counter (`CVAL` plus the VM's offset).
     target: u64,
+    /// The guest's `CVAL`.
+    cval: u64,
+    /// The guest's counter at the scan's reading.
+    now: u64,
 }
 
 /// What a scan of the host timer's scope found, by one reading of the
@@ -359,7 +368,7 @@ impl El1Timers {
 
     /// The guest's view of `t`'s counter now.
     pub fn now<P: Platform>(&self, p: &P, t: Which) -> u64 {
-        p.counter().wrapping_sub(p.offset(t))
+        p.guest_counter(t)
     }
 
     /// `t`'s registers (`CTL`, `CVAL`), wherever they are.
@@ -455,9 +464,12 @@ impl El1Timers {
         }
         let offset = p.offset(t);
         let cval = p.cval(t);
+        let now = s.cycles.wrapping_sub(offset);
         Some(Due {
-            at: self.clock.expiry(s, s.cycles.wrapping_sub(offset), cval),
+            at: self.clock.expiry(s, now, cval),
             target: cval.wrapping_add(offset),
+            cval,
+            now,
         })
     }
 
@@ -472,12 +484,27 @@ impl El1Timers {
         p.irq_line(t, level);
     }
 
+    /// Raise the line of `t`, which a scan found due as `d`: as
+    /// [`Self::set_level`], but the lateness of a rising edge is the scan's,
+    /// not read again (the host timer's callback, on the path a running
+    /// guest waits on).
+    fn raise_scanned<P: Platform>(&self, p: &P, t: Which, d: Due) {
+        if !self.level[t.idx()].swap(true, Ordering::Relaxed) {
+            self.count_delivery(d.cval, d.now);
+        }
+        p.irq_line(t, true);
+    }
+
     /// Count a delivery of `t` (a rising edge of its line), and how late it
     /// comes after the guest's `CVAL`, in counter ticks; one before it is
     /// counted early (a bug).
     fn delivered<P: Platform>(&self, p: &P, t: Which) {
         let (_, cval) = self.regs_now(p, t);
-        let now = self.now(p, t);
+        self.count_delivery(cval, self.now(p, t));
+    }
+
+    /// Count a delivery for the guest's `cval`, its counter being `now`.
+    fn count_delivery(&self, cval: u64, now: u64) {
         self.stats.irq(now < cval);
         self.stats.late(now.saturating_sub(cval));
     }
@@ -509,8 +536,8 @@ impl El1Timers {
 
     /// What in `scope` fires, and when, by one reading of the counter and
     /// the clock; `fire` is called for each timer whose condition holds
-    /// now.
-    fn scan<P: Platform>(&self, p: &P, scope: u8, mut fire: impl FnMut(Which)) -> Next {
+    /// now, with what the scan found of it.
+    fn scan<P: Platform>(&self, p: &P, scope: u8, mut fire: impl FnMut(Which, Due)) -> Next {
         let s = self.sample(p);
         let mut timer: Option<Due> = None;
         for t in Which::ALL {
@@ -521,7 +548,7 @@ impl El1Timers {
                 continue;
             };
             if due.at <= s.ns {
-                fire(t);
+                fire(t, due);
             }
             if timer.is_none_or(|first| due.at < first.at) {
                 timer = Some(due);
@@ -592,7 +619,7 @@ impl El1Timers {
     fn block<P: Platform>(&self, p: &P) {
         let scope = Which::Virt.bit() | Which::Phys.bit() | SCOPE_WFIT;
         let mut due = false;
-        let next = self.scan(p, scope, |_| due = true);
+        let next = self.scan(p, scope, |_, _| due = true);
         let used = match next.timer {
             Some(d) if !due && p.wfit_deadline().is_none() => {
                 self.advance.lead(d.at.saturating_sub(next.now))
@@ -671,18 +698,80 @@ impl El1Timers {
         true
     }
 
+    /// The host timer's callback: raise the line of each timer in `scope`
+    /// that is due by the counter now.  The deadline on the host counter of
+    /// the first one, if any.
+    ///
+    /// The same condition as [`Self::scan`]'s (a timer is due at the
+    /// scan's clock reading exactly when its `CVAL` is at or before the
+    /// counter), without the clock: a delivery on time needs no host time.
+    fn fire_due<P: Platform>(&self, p: &P, scope: u8) -> Option<u64> {
+        let counter = p.counter();
+        let mut first = None;
+        for t in Which::ALL {
+            if scope & t.bit() == 0 || !can_fire(p.ctl(t)) {
+                continue;
+            }
+            let offset = p.offset(t);
+            let cval = p.cval(t);
+            let now = counter.wrapping_sub(offset);
+            if cval <= now {
+                let target = cval.wrapping_add(offset);
+                self.raise_scanned(
+                    p,
+                    t,
+                    Due {
+                        at: 0,
+                        target,
+                        cval,
+                        now,
+                    },
+                );
+                first.get_or_insert(target);
+            }
+        }
+        first
+    }
+
+    /// The host timer's callback raised a line, for a timer whose deadline
+    /// on the host counter is `target`, the host timer having started with
+    /// advance `used`.
+    fn fired<P: Platform>(&self, p: &P, used: u64, target: u64) -> Expiry {
+        if used != NOT_TUNABLE {
+            // A blocked vCPU's wakeup with an advance (too small to be
+            // early, or late): its load measures it.
+            self.entry.store(target, Ordering::Relaxed);
+        }
+        if !p.irqchip_in_kernel() {
+            // No vGIC to wake the vCPU for its line: wake it, and KVM finds
+            // the lines to tell userspace (`kvm_arch_vcpu_runnable()`).
+            p.wake();
+        }
+        Expiry::Done
+    }
+
     /// The host interrupt of direct timer `t` while loaded (hard IRQ).
     ///
     /// Each one is a new delivery, also when our line is up: the host's
     /// interrupt stays active from one until the guest deactivates the
     /// line, and the vGIC may have lowered the line on resample since
     /// ([`Self::input_level`]), which tells this backend nothing.
+    ///
+    /// On the path a running guest waits on at each deadline, so each
+    /// register is read once, and without `atomic`: in the hard interrupt,
+    /// on the CPU where `t` is loaded, nothing can put it or write it.
     pub fn host_irq<P: Platform>(&self, p: &P, t: Which) {
-        if self.live(t) && self.should_fire(p, t) {
-            self.level[t.idx()].store(true, Ordering::Relaxed);
-            self.delivered(p, t);
-            p.irq_line(t, true);
+        if !self.live(t) {
+            return;
         }
+        let ctl = p.hw_ctl(t);
+        if !can_fire(ctl) || ctl & CTL_ISTATUS == 0 {
+            return;
+        }
+        self.level[t.idx()].store(true, Ordering::Relaxed);
+        let cval = self.guest_cval(p, t, p.hw_cval(t));
+        self.count_delivery(cval, self.now(p, t));
+        p.irq_line(t, true);
     }
 
     /// The level of `t`'s mapped line, for the vGIC (`get_input_level`):
@@ -878,24 +967,18 @@ impl<P: Platform> VcpuLogic<P> for El1Timers {
     fn expired(&self, p: &P) -> Expiry {
         let scope = self.scope.load(Ordering::Relaxed);
         let used = self.adv_used.load(Ordering::Relaxed);
+        // The common case first, a timer at its deadline: by the counter
+        // alone, with no clock read.
+        if let Some(target) = self.fire_due(p, scope) {
+            return self.fired(p, used, target);
+        }
         let mut fired = false;
-        let next = self.scan(p, scope, |t| {
-            self.set_level(p, t, true);
+        let next = self.scan(p, scope, |t, d| {
+            self.raise_scanned(p, t, d);
             fired = true;
         });
-        if fired {
-            if let Some(d) = next.timer.filter(|_| used != NOT_TUNABLE) {
-                // A blocked vCPU's wakeup with an advance (too small to be
-                // early, or late): its load measures it.
-                self.entry.store(d.target, Ordering::Relaxed);
-            }
-            if !p.irqchip_in_kernel() {
-                // No vGIC to wake the vCPU for its line: wake it, and KVM
-                // finds the lines to tell userspace
-                // (`kvm_arch_vcpu_runnable()`).
-                p.wake();
-            }
-            return Expiry::Done;
+        if let Some(d) = next.timer.filter(|_| fired) {
+            return self.fired(p, used, d.target);
         }
         if scope & SCOPE_WFIT != 0 {
             if let Some(d) = p.wfit_deadline() {

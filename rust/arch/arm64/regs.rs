@@ -80,6 +80,14 @@ impl Vcpu {
         unsafe { bindings::kvt_arm64_offset(self.as_ptr(), is_phys(t)) }
     }
 
+    /// The guest's view of `t`'s counter: the host counter less the VM's
+    /// offset, in one call (the delivery path reads it at every delivery).
+    pub(crate) fn guest_counter(&self, t: Which) -> u64 {
+        // SAFETY: as in `offset`; the helper also reads the counter
+        // (`arch_timer_read_counter()`).
+        unsafe { bindings::kvt_arm64_guest_counter(self.as_ptr(), is_phys(t)) }
+    }
+
     /// Set the VM's offset of `t`'s counter.
     pub(crate) fn set_offset(&self, t: Which, offset: u64) {
         // SAFETY: as in `offset`; the helper writes with `WRITE_ONCE()`.

@@ -213,19 +213,31 @@ unsafe extern "C" fn set_reg(vcpu: *mut bindings::kvm_vcpu, num: c_ulong, val: u
     })
 }
 
-static OPS: bindings::kvm_arch_timer_ops = bindings::kvm_arch_timer_ops {
-    vcpu_init: Some(vcpu_init),
-    vcpu_deinit: Some(vcpu_deinit),
-    vcpu_reset: Some(vcpu_state::vcpu_reset::<VcpuTimer>),
-    vcpu_load: Some(vcpu_state::vcpu_load::<VcpuTimer>),
-    vcpu_put: Some(vcpu_state::vcpu_put::<VcpuTimer>),
-    vcpu_sync: Some(vcpu_sync),
-    vcpu_pre_enter: Some(vcpu_pre_enter),
-    vcpu_pending: Some(vcpu_state::vcpu_pending::<VcpuTimer>),
-    next_event: Some(next_event),
-    get_reg: Some(get_reg),
-    set_reg: Some(set_reg),
-};
+/// The ops, with `vcpu_sync` or without.
+const fn ops(sync: bool) -> bindings::kvm_arch_timer_ops {
+    bindings::kvm_arch_timer_ops {
+        vcpu_init: Some(vcpu_init),
+        vcpu_deinit: Some(vcpu_deinit),
+        vcpu_reset: Some(vcpu_state::vcpu_reset::<VcpuTimer>),
+        vcpu_load: Some(vcpu_state::vcpu_load::<VcpuTimer>),
+        vcpu_put: Some(vcpu_state::vcpu_put::<VcpuTimer>),
+        vcpu_sync: if sync { Some(vcpu_sync) } else { None },
+        vcpu_pre_enter: Some(vcpu_pre_enter),
+        vcpu_pending: Some(vcpu_state::vcpu_pending::<VcpuTimer>),
+        next_event: Some(next_event),
+        get_reg: Some(get_reg),
+        set_reg: Some(set_reg),
+    }
+}
+
+/// With Sstc: `vcpu_sync` saves `vstimecmp` after every exit.
+static OPS_SSTC: bindings::kvm_arch_timer_ops = ops(true);
+
+/// Without Sstc every vCPU is in [`Mode::Sbi`], whose `sync` does nothing:
+/// no `vcpu_sync` (optional in the patch series), so no call on the exit
+/// path.  The host's Sstc, which decides every vCPU's mode, is fixed at
+/// boot.
+static OPS_SBI: bindings::kvm_arch_timer_ops = ops(false);
 
 /// The registered backend.
 pub(crate) struct Backend(Registration);
@@ -233,7 +245,12 @@ pub(crate) struct Backend(Registration);
 impl Backend {
     /// Register with KVM: VMs created from now on use this timer.
     pub(crate) fn register() -> Result<Self> {
-        Registration::new(&OPS).map(Self)
+        let ops = if Sstc::probe().is_some() {
+            &OPS_SSTC
+        } else {
+            &OPS_SBI
+        };
+        Registration::new(ops).map(Self)
     }
 
     /// Which mode new vCPUs use on this host.

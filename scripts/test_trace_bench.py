@@ -1,0 +1,55 @@
+# SPDX-License-Identifier: GPL-2.0
+"""Unit tests of trace_bench.py's reading of a trace dump."""
+
+import unittest
+
+import trace_bench as tb
+
+# Two threads: 59 a vCPU blocked in WFI for 26.5 ms, 54 the main thread
+# between two VMs (no WFI exit), as `cat trace` prints them on a console.
+TRACE = """\
+    # entries-in-buffer/entries-written: 9/9   #P:4
+           kvt_bench-54      [000] d....     1.000000: kvm_entry: PC: 0x0161118c
+           kvt_bench-54      [000] .....     1.000010: kvm_exit: SEPC:0x1118c, SCAUSE:0xa, STVAL:0x0, HTVAL:0x0, HTINST:0x0
+           kvt_bench-59      [002] d....     2.820141: kvm_entry: PC: 0x0161cf2a
+           kvt_bench-59      [002] .....     2.820151: kvm_exit: SEPC:0x1141e, SCAUSE:0x16, STVAL:0x10500073, HTVAL:0x0, HTINST:0x0
+           kvt_bench-59      [002] d....     2.820187: hrtimer_start: hrtimer=00000000fa730798 function=0xffffffff00617022 expires=2759940700
+              <idle>-0       [002] d.h..     2.821143: hrtimer_expire_entry: hrtimer=00000000fa730798 function=0xffffffff00617022 now=2759954600
+              <idle>-0       [002] d.h..     2.821164: ipi_send_cpu: cpu=3 callsite=ttwu_queue_wakelist+0xda/0xee callback=0x0
+              <idle>-0       [003] d....     2.821170: hrtimer_start: hrtimer=00000000aaaaaaaa function=tick_nohz_handler expires=1
+           kvt_bench-54      [001] d....     1.100000: kvm_entry: PC: 0x0161118c
+           kvt_bench-59      [000] d....     2.846676: kvm_entry: PC: 0x01611422
+"""
+
+
+class TraceTest(unittest.TestCase):
+    def setUp(self):
+        self.events = tb.parse_trace(TRACE.splitlines())
+
+    def test_parses_every_event_in_time_order(self):
+        self.assertEqual(len(self.events), 10)
+        self.assertEqual([e.ts for e in self.events], sorted(e.ts for e in self.events))
+        e = self.events[-1]
+        self.assertEqual((e.cpu, e.comm, e.pid, e.name), (0, "kvt_bench", 59, "kvm_entry"))
+
+    def test_reports_a_wfi_wait_not_the_main_threads_gap(self):
+        # 54's 100 ms between VMs has no WFI exit; 59's 26.5 ms has one.
+        self.assertEqual(tb.entry_gaps(self.events, 0.01), [(59, 2.820141, 2.846676)])
+        self.assertEqual(tb.entry_gaps(self.events, 0.03), [])
+
+    def test_window_keeps_the_threads_own_timer_starts_only(self):
+        lines = tb.window(self.events, 2.820141, 2.846676, 59)
+        self.assertTrue(any("ipi_send_cpu: cpu=3" in l for l in lines))
+        self.assertTrue(any("hrtimer_start" in l and "-59 " in l for l in lines))
+        self.assertFalse(any("tick_nohz_handler expires" in l for l in lines))
+        self.assertFalse(any(l.startswith("1.") for l in lines), "outside the window")
+
+    def test_late_runs(self):
+        console = ['    # kvt-bench {"backend": "vtimer", "mode": "sbi", "workload": "migrate", '
+                   '"rep": 0, "lateness": [35, 255564, 40]}']
+        self.assertEqual(tb.late_runs(console, 50000),
+                         [("vtimer", "sbi", "migrate", 0, [(1, 255564)])])
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""Trace the emulated host through a benchmark run.
+
+    trace_bench.py [--mode M] [--workload W] [--reps N] [--gap-ms MS] CONFIG
+
+Boots CONFIG (a RISC-V config of selftests/plan.toml) with the "trace"
+kernel variant (configs/trace.config), turns on the host's scheduler,
+hrtimer, IPI, interrupt and KVM entry/exit events, runs kvt_bench with one
+workload and timer mode (both backends, REPS repetitions), and dumps the
+trace.  It then reports every stretch longer than MS between two guest
+entries of a vCPU thread, with what every host CPU did meanwhile: where a
+late interrupt's time went (Documentation/benchmarks.rst, "migrate
+outliers").  Outputs in build/trace-CONFIG/: console.log (the trace),
+report.txt (the runs' late interrupts and the stretches).
+"""
+
+import argparse
+import collections
+import json
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import kvt  # noqa: E402
+
+TRACEFS = "/sys/kernel/debug/tracing"
+EVENTS = ["sched/sched_switch", "sched/sched_wakeup", "sched/sched_migrate_task",
+          "timer/hrtimer_start", "timer/hrtimer_expire_entry", "timer/hrtimer_cancel",
+          "ipi/ipi_send_cpu", "ipi/ipi_send_cpumask", "irq/irq_handler_entry",
+          "kvm/kvm_entry", "kvm/kvm_exit"]
+# Per CPU; a run of 200 interrupts writes about 10000 events.
+BUFFER_KB = 60000
+# "    comm-pid  [cpu] flags  12.345678: event: details", as `cat` prints it.
+EVENT_RE = re.compile(r"^\s+(.+)-(\d+)\s+\[(\d+)\]\s+(\S+)\s+([\d.]+): (\w+): (.*)$")
+
+Event = collections.namedtuple("Event", "ts cpu comm pid name detail flags")
+
+
+def parse_trace(lines):
+    """The events of a trace dump, in time order."""
+    out = []
+    for line in lines:
+        m = EVENT_RE.match(line)
+        if m:
+            comm, pid, cpu, flags, ts, name, detail = m.groups()
+            out.append(Event(float(ts), int(cpu), comm, int(pid), name, detail, flags))
+    out.sort(key=lambda e: e.ts)
+    return out
+
+
+# scause of a guest exit for WFI (virtual instruction exception).
+WFI_EXIT = "SCAUSE:0x16"
+
+
+def entry_gaps(events, min_s):
+    """(pid, from, to) for each stretch longer than MIN_S seconds from a
+    guest entry of a thread to its next, across a WFI exit: a vCPU waiting
+    for its timer (not the main thread's gaps between its VMs)."""
+    out = []
+    last_entry, wfi = {}, set()
+    for e in events:
+        if e.name == "kvm_exit" and WFI_EXIT in e.detail:
+            wfi.add(e.pid)
+        elif e.name == "kvm_entry":
+            a = last_entry.get(e.pid)
+            if a is not None and e.pid in wfi and e.ts - a > min_s:
+                out.append((e.pid, a, e.ts))
+            last_entry[e.pid] = e.ts
+            wfi.discard(e.pid)
+    return out
+
+
+def window(events, start, end, pid, before=0.0002):
+    """The events from BEFORE seconds ahead of START until END, as lines;
+    hrtimer starts and cancels only of thread PID (others' are many)."""
+    out = []
+    for e in events:
+        if not start - before <= e.ts <= end:
+            continue
+        if e.name in ("hrtimer_start", "hrtimer_cancel") and e.pid != pid:
+            continue
+        out.append(f"{e.ts:.6f} [{e.cpu}] {e.comm}-{e.pid} {e.flags} {e.name}: {e.detail[:140]}")
+    return out
+
+
+def late_runs(console, min_ticks):
+    """(backend, mode, workload, rep, [(index, ticks)]) for each kvt_bench
+    run, with its interrupts later than MIN_TICKS."""
+    out = []
+    for line in console:
+        if "# kvt-bench {" not in line:
+            continue
+        r = json.loads(line[line.index("{"):])
+        late = [(i, t) for i, t in enumerate(r.get("lateness", [])) if t > min_ticks]
+        out.append((r["backend"], r["mode"], r["workload"], r["rep"], late))
+    return out
+
+
+def steps(test):
+    """The plan: kvm.ko, the events, kvt_bench traced, then the dump."""
+    s = [("host.insmod_kvm", "insmod 60 host.insmod_kvm /lib/modules/kvm.ko"),
+         (None, f"write {TRACEFS}/buffer_size_kb {BUFFER_KB}")]
+    s += [(None, f"write {TRACEFS}/events/{ev}/enable 1") for ev in EVENTS]
+    s += [(None, f"write {TRACEFS}/tracing_on 1"),
+          (test["id"], f"run {test['timeout']} {test['id']} /bin/{' '.join(test['argv'])}"),
+          (None, f"write {TRACEFS}/tracing_on 0"),
+          (None, f"cat {TRACEFS}/per_cpu/cpu0/stats"),
+          (None, f"cat {TRACEFS}/trace")]
+    return s
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("config")
+    ap.add_argument("--mode", default="sbi", help="kvt_bench -m (default sbi)")
+    ap.add_argument("--workload", default="migrate", help="kvt_bench -w (default migrate)")
+    ap.add_argument("--reps", type=int, default=3, help="kvt_bench -r (default 3)")
+    ap.add_argument("--gap-ms", type=float, default=10.0,
+                    help="report stretches between guest entries longer than this")
+    args = ap.parse_args(argv)
+    plan = kvt.load_plan()
+    cfg = plan["config"].get(args.config)
+    if not cfg or cfg["arch"] != "riscv":
+        ap.error(f"{args.config}: not a RISC-V config of {kvt.PLAN}")
+    test = {"id": "trace.bench", "timeout": 1500,
+            "argv": ["kvt_bench", "-k", "/lib/modules/kvm_vtimer.ko", "-r", str(args.reps),
+                     "-m", args.mode, "-w", args.workload]}
+    prepared = kvt.prepare(cfg["arch"], [test], "trace")
+    outdir = kvt.BUILD / f"trace-{args.config}"
+    b = kvt.boot(plan, args.config, prepared, [test], steps=steps(test), outdir=outdir)
+    bad = [r for r in b.results if r.status != "pass"]
+    console = b.log_path.read_text(errors="replace").splitlines()
+    events = parse_trace(console)
+    hz = 10_000_000
+    report = [f"# {args.config}: kvt_bench -m {args.mode} -w {args.workload} -r {args.reps}, "
+              f"{len(events)} events"]
+    for backend, mode, wl, rep, late in late_runs(console, args.gap_ms * hz / 1000 / 2):
+        report.append(f"# run {backend} {mode} {wl} rep {rep}: late interrupts "
+                      f"(index, ticks) {late}")
+    for pid, a, c in entry_gaps(events, args.gap_ms / 1000):
+        report.append(f"## thread {pid}: no guest entry from {a:.6f} to {c:.6f} "
+                      f"({(c - a) * 1000:.2f} ms)")
+        report += window(events, a, c, pid)
+    (outdir / "report.txt").write_text("".join(line + "\n" for line in report))
+    print("\n".join(report))
+    for r in bad:
+        print(f"# trace_bench: {r.test}: {r.status} {r.note}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -484,13 +484,13 @@ impl El1Timers {
         p.irq_line(t, level);
     }
 
-    /// Raise the line of `t`, which a scan found due as `d`: as
-    /// [`Self::set_level`], but the lateness of a rising edge is the scan's,
-    /// not read again (the host timer's callback, on the path a running
-    /// guest waits on).
-    fn raise_scanned<P: Platform>(&self, p: &P, t: Which, d: Due) {
+    /// Raise the line of `t`, found due with the guest's `cval` and
+    /// counter `now`: as [`Self::set_level`], but a rising edge counts with
+    /// these, not read again (the host timer's callback, on the path a
+    /// running guest waits on).
+    fn raise_scanned<P: Platform>(&self, p: &P, t: Which, cval: u64, now: u64) {
         if !self.level[t.idx()].swap(true, Ordering::Relaxed) {
-            self.count_delivery(d.cval, d.now);
+            self.count_delivery(cval, now);
         }
         p.irq_line(t, true);
     }
@@ -716,18 +716,8 @@ impl El1Timers {
             let cval = p.cval(t);
             let now = counter.wrapping_sub(offset);
             if cval <= now {
-                let target = cval.wrapping_add(offset);
-                self.raise_scanned(
-                    p,
-                    t,
-                    Due {
-                        at: 0,
-                        target,
-                        cval,
-                        now,
-                    },
-                );
-                first.get_or_insert(target);
+                self.raise_scanned(p, t, cval, now);
+                first.get_or_insert(cval.wrapping_add(offset));
             }
         }
         first
@@ -974,7 +964,7 @@ impl<P: Platform> VcpuLogic<P> for El1Timers {
         }
         let mut fired = false;
         let next = self.scan(p, scope, |t, d| {
-            self.raise_scanned(p, t, d);
+            self.raise_scanned(p, t, d.cval, d.now);
             fired = true;
         });
         if let Some(d) = next.timer.filter(|_| fired) {

@@ -212,9 +212,10 @@ enum kvt_kick kvt_kick_kind(struct kvm_vcpu *vcpu)
  * kvm_vcpu_kick(), where it has something to do: the vCPU blocks (it is
  * woken) or runs in the guest (it is made to exit).  Otherwise, outside the
  * guest and not blocking, the vCPU looks at what the caller has just stored
- * (a pending interrupt, a delivery noted for guest entry) before it enters:
- * it sets IN_GUEST_MODE, then a full barrier, then checks its interrupts and
- * the timer's pre-entry op; it publishes itself as blocking
+ * (a pending interrupt, a delivery noted for guest entry) before it enters.
+ * RISC-V's run loop, this helper's user, sets IN_GUEST_MODE, then a full
+ * barrier, then flushes its interrupts and calls the timer's pre-entry op;
+ * a blocking vCPU publishes itself as blocking
  * (prepare_to_rcuwait()), then a full barrier, then checks whether it may
  * block (kvm_vcpu_check_block()).  The barrier here pairs with those two:
  * either this reads the vCPU's new state and kicks, or the vCPU reads the

@@ -459,18 +459,29 @@ impl El1Timers {
     /// When the saved `t` fires, by the reading `s` (at `s.ns` if it is
     /// due); `None` if it cannot fire.
     fn saved_due<P: Platform>(&self, p: &P, t: Which, s: Sample) -> Option<Due> {
+        let (cval, now, target) = self.saved_at(p, t, s.cycles)?;
+        Some(Due {
+            at: self.clock.expiry(s, now, cval),
+            target,
+            cval,
+            now,
+        })
+    }
+
+    /// The saved `t`, if it can fire, with the host counter at `counter`:
+    /// the guest's `CVAL`, the guest's counter, and the deadline on the host
+    /// counter (`CVAL` plus the VM's offset).
+    fn saved_at<P: Platform>(&self, p: &P, t: Which, counter: u64) -> Option<(u64, u64, u64)> {
         if !can_fire(p.ctl(t)) {
             return None;
         }
         let offset = p.offset(t);
         let cval = p.cval(t);
-        let now = s.cycles.wrapping_sub(offset);
-        Some(Due {
-            at: self.clock.expiry(s, now, cval),
-            target: cval.wrapping_add(offset),
+        Some((
             cval,
-            now,
-        })
+            counter.wrapping_sub(offset),
+            cval.wrapping_add(offset),
+        ))
     }
 
     /// Drive `t`'s line; counts rising edges.
@@ -709,15 +720,14 @@ impl El1Timers {
         let counter = p.counter();
         let mut first = None;
         for t in Which::ALL {
-            if scope & t.bit() == 0 || !can_fire(p.ctl(t)) {
+            if scope & t.bit() == 0 {
                 continue;
             }
-            let offset = p.offset(t);
-            let cval = p.cval(t);
-            let now = counter.wrapping_sub(offset);
-            if cval <= now {
-                self.raise_scanned(p, t, cval, now);
-                first.get_or_insert(cval.wrapping_add(offset));
+            if let Some((cval, now, target)) = self.saved_at(p, t, counter) {
+                if cval <= now {
+                    self.raise_scanned(p, t, cval, now);
+                    first.get_or_insert(target);
+                }
             }
         }
         first

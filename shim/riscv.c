@@ -53,7 +53,7 @@ u64 kvt_riscv_time_delta(struct kvm_vcpu *vcpu)
 
 u64 kvt_riscv_guest_cycles(struct kvm_vcpu *vcpu)
 {
-	return get_cycles64() + READ_ONCE(vcpu->kvm->arch.timer.time_delta);
+	return get_cycles64() + kvt_riscv_time_delta(vcpu);
 }
 
 void kvt_riscv_set_time_delta(struct kvm_vcpu *vcpu, u64 delta)

@@ -46,9 +46,12 @@ class TraceTest(unittest.TestCase):
 
     def test_late_runs(self):
         console = ['    # kvt-bench {"backend": "vtimer", "mode": "sbi", "workload": "migrate", '
-                   '"rep": 0, "lateness": [35, 255564, 40]}']
-        self.assertEqual(tb.late_runs(console, 50000),
+                   '"rep": 0, "hz": 10000000, "lateness": [35, 255564, 40]}']
+        # 5 ms of a 10 MHz counter: 50000 ticks.
+        self.assertEqual(tb.late_runs(console, 5),
                          [("vtimer", "sbi", "migrate", 0, [(1, 255564)])])
+        self.assertEqual(tb.late_runs(console, 26),
+                         [("vtimer", "sbi", "migrate", 0, [])])
 
 
 if __name__ == "__main__":

@@ -17,12 +17,12 @@ report.txt (the runs' late interrupts and the stretches).
 
 import argparse
 import collections
-import json
 import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402
 import kvt  # noqa: E402
 
 TRACEFS = "/sys/kernel/debug/tracing"
@@ -85,23 +85,24 @@ def window(events, start, end, pid, before=0.0002):
     return out
 
 
-def late_runs(console, min_ticks):
+def late_runs(console, min_ms):
     """(backend, mode, workload, rep, [(index, ticks)]) for each kvt_bench
-    run, with its interrupts later than MIN_TICKS."""
+    run (bench.parse_console()), with its interrupts later than MIN_MS,
+    in ticks of the run's own counter."""
+    runs, _, _ = bench.parse_console(console)
     out = []
-    for line in console:
-        if "# kvt-bench {" not in line:
-            continue
-        r = json.loads(line[line.index("{"):])
+    for r in runs:
+        min_ticks = min_ms * r["hz"] / 1000
         late = [(i, t) for i, t in enumerate(r.get("lateness", [])) if t > min_ticks]
         out.append((r["backend"], r["mode"], r["workload"], r["rep"], late))
     return out
 
 
-def steps(test):
-    """The plan: kvm.ko, the events, kvt_bench traced, then the dump."""
-    s = [("host.insmod_kvm", "insmod 60 host.insmod_kvm /lib/modules/kvm.ko"),
-         (None, f"write {TRACEFS}/buffer_size_kb {BUFFER_KB}")]
+def steps(test, kvm_module):
+    """The plan: the host's own setup (kvt.plan_steps(): kvm.ko), the
+    events, kvt_bench traced, then the dump."""
+    s = [st for st in kvt.plan_steps([], kvm_module) if st[0] and st[0].startswith("host.")]
+    s += [(None, f"write {TRACEFS}/buffer_size_kb {BUFFER_KB}")]
     s += [(None, f"write {TRACEFS}/events/{ev}/enable 1") for ev in EVENTS]
     s += [(None, f"write {TRACEFS}/tracing_on 1"),
           (test["id"], f"run {test['timeout']} {test['id']} /bin/{' '.join(test['argv'])}"),
@@ -130,14 +131,14 @@ def main(argv=None):
                      "-m", args.mode, "-w", args.workload]}
     prepared = kvt.prepare(cfg["arch"], [test], "trace")
     outdir = kvt.BUILD / f"trace-{args.config}"
-    b = kvt.boot(plan, args.config, prepared, [test], steps=steps(test), outdir=outdir)
+    steps_ = steps(test, "kvm.ko" in prepared[3])
+    b = kvt.boot(plan, args.config, prepared, [test], steps=steps_, outdir=outdir)
     bad = [r for r in b.results if r.status != "pass"]
     console = b.log_path.read_text(errors="replace").splitlines()
     events = parse_trace(console)
-    hz = 10_000_000
     report = [f"# {args.config}: kvt_bench -m {args.mode} -w {args.workload} -r {args.reps}, "
               f"{len(events)} events"]
-    for backend, mode, wl, rep, late in late_runs(console, args.gap_ms * hz / 1000 / 2):
+    for backend, mode, wl, rep, late in late_runs(console, args.gap_ms / 2):
         report.append(f"# run {backend} {mode} {wl} rep {rep}: late interrupts "
                       f"(index, ticks) {late}")
     for pid, a, c in entry_gaps(events, args.gap_ms / 1000):

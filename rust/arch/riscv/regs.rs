@@ -74,9 +74,11 @@ impl Vcpu {
     /// Make the VS-level timer interrupt pending and kick the vCPU; how the
     /// kick reaches it.
     pub(crate) fn timer_irq_raise(&self) -> Kick {
-        // SAFETY: a live vCPU (`Vcpu`).  `kvm_riscv_vcpu_set_interrupt()`
-        // takes `irqs_pending_lock`, a raw spinlock, and kicks, which any
-        // context may do (hard interrupt included).
+        // SAFETY: a live vCPU (`Vcpu`).  The helper sets the bits under
+        // `irqs_pending_lock`, a raw spinlock, as
+        // `kvm_riscv_vcpu_set_interrupt()` does, and kicks only where needed
+        // (`kvt_vcpu_kick()`), which any context may do (hard interrupt
+        // included).
         kick_kind(unsafe { bindings::kvt_riscv_timer_irq_raise(self.as_ptr()) })
     }
 

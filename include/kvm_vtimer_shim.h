@@ -38,6 +38,8 @@ struct kvt_stats {
 	u64 migrations;
 	u64 advance_ns;
 	u64 spin_ns;		/* waited for deadlines before guest entry */
+	u64 untrapped;		/* entries with WFI untrapped (direct_wfi) */
+	u64 untrapped_ns;	/* from those entries to the next exit */
 	u64 late[KVT_LATE_BUCKETS];
 };
 
@@ -92,6 +94,9 @@ void kvt_riscv_timer_irq_raise_now(struct kvm_vcpu *vcpu);
 int kvt_riscv_timer_irq_clear(struct kvm_vcpu *vcpu);
 bool kvt_riscv_timer_irq_pending(struct kvm_vcpu *vcpu);
 bool kvt_riscv_timer_irq_enabled(struct kvm_vcpu *vcpu);
+void kvt_riscv_set_wfi_trap(struct kvm_vcpu *vcpu, bool trap);
+/* The direct_wfi module parameter, and nothing else runnable here. */
+bool kvt_direct_wfi(void);
 
 /* arm64 (shim/arm64.c); @phys: the EL1 physical timer, else the virtual. */
 bool kvt_arm64_has_vhe(void);

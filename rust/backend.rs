@@ -135,6 +135,8 @@ pub(crate) fn c_stats(st: &Snapshot, advance_ns: u64) -> bindings::kvt_stats {
         migrations: st.migrations,
         advance_ns,
         spin_ns: st.spin_ns,
+        untrapped: st.untrapped,
+        untrapped_ns: st.untrapped_ns,
         late: st.late,
     }
 }

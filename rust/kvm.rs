@@ -285,6 +285,16 @@ pub(crate) fn advance_max_ns() -> u64 {
     u64::from(unsafe { bindings::kvt_advance_max_ns() })
 }
 
+/// Whether a vCPU woken before its deadline may enter with WFI untrapped:
+/// the `direct_wfi` module parameter, and no other task runnable on this
+/// CPU.
+#[cfg(CONFIG_RISCV)]
+pub(crate) fn direct_wfi() -> bool {
+    // SAFETY: reads the parameter with `READ_ONCE()` and this CPU's run
+    // queue length (`single_task_running()`); no preconditions.
+    unsafe { bindings::kvt_direct_wfi() }
+}
+
 /// Monotonic time in ns (`ktime_get_ns`).
 pub(crate) fn ktime_ns() -> u64 {
     // SAFETY: no preconditions.

@@ -139,13 +139,23 @@ def run_spin_ns(run):
     return (run.get("module") or {}).get("spin_ns")
 
 
+def run_untrapped_ns(run):
+    """Time one run's vCPU spent in the guest with WFI untrapped, from each
+    early entry to the next exit, in ns (kvm_vtimer's untrapped_ns: the host
+    CPU is the guest's there, even while it waits in WFI); 0 for the in-tree
+    timer; None if the module did not report it."""
+    if run.get("backend") == BASE:
+        return 0
+    return (run.get("module") or {}).get("untrapped_ns")
+
+
 def summarize_group(runs):
     """One (config, workload, backend): lateness pooled over the reps, the
     counters per interrupt, and the per-rep spread."""
     lat, lat_ns, reps = [], [], []
     irqs = exits = ipis = guest_exits = 0
     starts = cancels = 0
-    spin_ns = 0
+    spin_ns = untrapped_ns = 0
     no_hrtimer = False
     for r in sorted(runs, key=lambda r: r.get("rep", 0)):
         hz = r.get("hz") or 0
@@ -168,6 +178,8 @@ def summarize_group(runs):
             cancels += r["hrtimer_cancels"]
         rs = run_spin_ns(r)
         spin_ns = None if rs is None or spin_ns is None else spin_ns + rs
+        ru = run_untrapped_ns(r)
+        untrapped_ns = None if ru is None or untrapped_ns is None else untrapped_ns + ru
         reps.append({"rep": r.get("rep"), "p50": percentile(rl, 50),
                      "p99": percentile(rl, 99), "max": max(rl) if rl else None,
                      "early": run_early(r),
@@ -207,6 +219,10 @@ def summarize_group(runs):
         "spin_ns": spin_ns,
         # Host CPU time per interrupt spent waiting with interrupts off.
         "spin_us_per_irq": None if spin_ns is None else per_irq(spin_ns / 1000, irqs),
+        "untrapped_ns": untrapped_ns,
+        # Guest time per interrupt with WFI untrapped (direct_wfi).
+        "untrapped_us_per_irq": (None if untrapped_ns is None
+                                 else per_irq(untrapped_ns / 1000, irqs)),
         "spread": {"p50": spread("p50"), "p99": spread("p99"), "max": spread("max"),
                    "exits_per_irq": spread("exits_per_irq")},
         "per_rep": reps,
@@ -287,6 +303,7 @@ RATIO_COLS = (
     ("ipis/irq", lambda s: s["ipis_per_irq"]),
     ("hrtimer ops/irq", lambda s: s["hrtimer_ops_per_irq"]),
     ("spin us/irq", lambda s: s["spin_us_per_irq"]),
+    ("untrapped us/irq", lambda s: s.get("untrapped_us_per_irq")),
 )
 
 

@@ -115,6 +115,20 @@ class StatsTest(unittest.TestCase):
             run("vtimer", "wfi", rep=1, module={"irqs": 4})])
         self.assertIsNone(mixed["spin_us_per_irq"])
 
+    def test_untrapped_time_per_interrupt(self):
+        ours = bench.summarize_group([
+            run("vtimer", "wfi", rep=0, lateness=range(100),
+                module={"spin_ns": 0, "untrapped_ns": 30_000_000}),
+            run("vtimer", "wfi", rep=1, lateness=range(100),
+                module={"spin_ns": 0, "untrapped_ns": 10_000_000})])
+        self.assertEqual(ours["untrapped_ns"], 40_000_000)
+        self.assertEqual(ours["untrapped_us_per_irq"], 200.0)  # 40 ms over 200
+        base = bench.summarize_group([run("intree", "wfi", lateness=range(100))])
+        self.assertEqual(base["untrapped_us_per_irq"], 0)
+        # A module without the figure: none, and the table says n/a.
+        old = bench.summarize_group([run("vtimer", "wfi", module={"spin_ns": 0})])
+        self.assertIsNone(old["untrapped_us_per_irq"])
+
     def test_guest_exits(self):
         # The guest's own exits: SBI calls and WFIs on RISC-V, HVCs and WFIs
         # on arm64 (whose runs have no ecall_exits).

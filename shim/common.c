@@ -78,7 +78,8 @@ static void kvt_stats_print(struct seq_file *m, int id,
 		   s->irqs, s->early, s->wakeups, s->ipis);
 	seq_printf(m, " starts=%llu cancels=%llu migrations=%llu advance_ns=%llu",
 		   s->starts, s->cancels, s->migrations, s->advance_ns);
-	seq_printf(m, " spin_ns=%llu", s->spin_ns);
+	seq_printf(m, " spin_ns=%llu untrapped=%llu untrapped_ns=%llu",
+		   s->spin_ns, s->untrapped, s->untrapped_ns);
 	for (i = 0; i < KVT_LATE_BUCKETS; i++)
 		seq_printf(m, "%s%llu", i ? "," : " late_log2=", s->late[i]);
 	seq_putc(m, '\n');
@@ -113,6 +114,8 @@ static int kvt_stats_show(struct seq_file *m, void *unused)
 		total.migrations += s.migrations;
 		total.advance_ns = max(total.advance_ns, s.advance_ns);
 		total.spin_ns += s.spin_ns;
+		total.untrapped += s.untrapped;
+		total.untrapped_ns += s.untrapped_ns;
 		for (i = 0; i < KVT_LATE_BUCKETS; i++)
 			total.late[i] += s.late[i];
 	}

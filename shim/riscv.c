@@ -6,6 +6,7 @@
 
 #include <linux/kvm_host.h>
 #include <linux/module.h>
+#include <linux/sched/stat.h>
 #include <asm/csr.h>
 #include <asm/delay.h>
 #include <asm/kvm_vcpu_timer.h>
@@ -13,6 +14,26 @@
 #include <clocksource/timer-riscv.h>
 
 #include "../include/kvm_vtimer_shim.h"
+
+/*
+ * RISC-V with Sstc: a vCPU that the advance woke before its deadline enters
+ * the guest with WFI not trapping (hstatus.VTW clear) instead of waiting out
+ * the rest with interrupts off; the guest's WFI then waits in the hart, which
+ * raises the interrupt at the deadline itself.  Until the vCPU's next exit
+ * (or, with the deadline just ahead then, the one after) the guest's WFIs
+ * keep the CPU, as with arm64's wfi_trap_policy=notrap: only when nothing
+ * else is runnable there, and any host interrupt (the tick, a reschedule
+ * IPI) ends it.  Documentation/riscv.rst, "Direct WFI (Sstc)".
+ */
+static bool direct_wfi = true;
+module_param(direct_wfi, bool, 0644);
+MODULE_PARM_DESC(direct_wfi,
+		 "RISC-V Sstc: a vCPU woken early enters with WFI untrapped when it is its CPU's only task (default Y)");
+
+bool kvt_direct_wfi(void)
+{
+	return READ_ONCE(direct_wfi) && single_task_running();
+}
 
 /* RISC-V's hook has no vm_accept: a bound backend runs every VM. */
 bool kvt_vm_declined(struct kvm *kvm)
@@ -122,4 +143,17 @@ bool kvt_riscv_timer_irq_pending(struct kvm_vcpu *vcpu)
 bool kvt_riscv_timer_irq_enabled(struct kvm_vcpu *vcpu)
 {
 	return READ_ONCE(vcpu->arch.guest_csr.vsie) & BIT(IRQ_S_TIMER);
+}
+
+/*
+ * Whether the guest's WFI traps (hstatus.VTW), from the next guest entry on:
+ * KVM loads the saved hstatus at every entry and saves it at every exit, on
+ * the vCPU's thread, the caller's.
+ */
+void kvt_riscv_set_wfi_trap(struct kvm_vcpu *vcpu, bool trap)
+{
+	if (trap)
+		vcpu->arch.guest_context.hstatus |= HSTATUS_VTW;
+	else
+		vcpu->arch.guest_context.hstatus &= ~HSTATUS_VTW;
 }

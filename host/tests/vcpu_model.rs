@@ -43,6 +43,11 @@ struct Sim {
     fires: Cell<u32>,
     /// Turns of the busy-wait before guest entry.
     spins: Cell<u64>,
+    /// Whether the platform lets a vCPU woken early enter with WFI
+    /// untrapped (`direct_wfi`, nothing else runnable).
+    untrap_ok: Cell<bool>,
+    /// Whether the guest's WFI traps (`hstatus.VTW`).
+    wfi_trap: Cell<bool>,
 }
 
 impl Sim {
@@ -66,6 +71,8 @@ impl Sim {
             stall: Cell::new(0),
             fires: Cell::new(0),
             spins: Cell::new(0),
+            untrap_ok: Cell::new(false),
+            wfi_trap: Cell::new(true),
         }
     }
 
@@ -193,6 +200,13 @@ impl Platform for Sim {
     fn relax(&self) {
         self.spins.set(self.spins.get() + 1);
         self.host_cycles.set(self.host_cycles.get() + 1);
+    }
+    fn wfi_untrap_ok(&self) -> bool {
+        self.untrap_ok.get()
+    }
+    fn set_wfi_trap(&self, trap: bool) {
+        assert!(self.loaded.get(), "hstatus written while not loaded");
+        self.wfi_trap.set(trap);
     }
 }
 
@@ -408,8 +422,18 @@ fn run_sbi(hz: u64, adv: u8, ops: &[Op]) {
     }
 }
 
-fn run_sstc(hz: u64, adv: u8, ops: &[Op]) {
+/// Whether `deadline` is ahead and within the advance estimate: after an
+/// exit then, WFI may stay untrapped (a blocking vCPU would be woken late).
+fn near(sim: &Sim, t: &VcpuTimer, deadline: u64) -> bool {
+    let (now, hz) = (sim.guest(), sim.hz as u128);
+    deadline != NEVER
+        && deadline > now
+        && ((deadline - now) as u128 * 1_000_000_000).div_ceil(hz) <= 2 * t.advance().ns() as u128
+}
+
+fn run_sstc(hz: u64, adv: u8, untrap: bool, ops: &[Op]) {
     let sim = Sim::new(hz);
+    sim.untrap_ok.set(untrap);
     let t = VcpuTimer::new(Mode::Sstc, Clock::new(hz).unwrap(), advance(adv));
     t.reset(&sim);
     t.load(&sim);
@@ -417,6 +441,12 @@ fn run_sstc(hz: u64, adv: u8, ops: &[Op]) {
     for op in ops {
         match *op {
             Op::SetTimer(rel) => {
+                // The SBI call is an exit.
+                t.sync(&sim);
+                assert!(
+                    sim.wfi_trap.get() || near(&sim, &t, deadline),
+                    "WFI untrapped after an exit, deadline not near"
+                );
                 deadline = at(sim.guest(), rel);
                 t.set_timer(&sim, deadline);
                 assert_eq!(
@@ -436,6 +466,13 @@ fn run_sstc(hz: u64, adv: u8, ops: &[Op]) {
                 migrate,
                 sleep,
             } => {
+                // The exit (WFI, or a host interrupt) before the put.
+                t.sync(&sim);
+                let kept = !sim.wfi_trap.get();
+                assert!(
+                    !kept || near(&sim, &t, deadline),
+                    "WFI untrapped after an exit, deadline not near"
+                );
                 sim.blocking.set(blocking);
                 t.put(&sim);
                 sim.loaded.set(false);
@@ -462,11 +499,17 @@ fn run_sstc(hz: u64, adv: u8, ops: &[Op]) {
                 t.load(&sim);
                 assert_eq!(sim.csr_compare.get(), deadline, "vstimecmp not restored");
                 assert!(sim.timer.get().is_none(), "wake timer left running");
+                let spins = sim.spins.get();
                 t.pre_enter(&sim);
-                if woken {
+                if woken && sim.guest() < deadline {
+                    // Only into a WFI that waits in the hart, not the host.
+                    assert!(untrap, "woken vCPU entered before its deadline");
+                    assert!(!sim.wfi_trap.get(), "entered early with WFI trapping");
+                    assert_eq!(sim.spins.get(), spins, "entered early after a wait");
+                } else {
                     assert!(
-                        sim.guest() >= deadline,
-                        "woken vCPU entered before its deadline"
+                        sim.wfi_trap.get() || kept,
+                        "WFI untrapped for no early entry"
                     );
                 }
             }
@@ -525,8 +568,9 @@ proptest! {
 
     #[test]
     fn sstc_mode_matches_reference(hz in prop::sample::select(&FREQS[..]), adv in 0u8..3,
+                                   untrap in any::<bool>(),
                                    ops in prop::collection::vec(op(), 1..40)) {
-        run_sstc(hz, adv, &ops);
+        run_sstc(hz, adv, untrap, &ops);
     }
 }
 
@@ -691,6 +735,108 @@ fn advance_delivers_at_the_deadline_and_not_before() {
     assert_eq!(st.spin_ns, 15_000, "spun 15 us");
     // It had to wait 15 us: the estimate shrinks by half of that.
     assert_eq!(t.advance().ns(), 20_000 - 7_500);
+}
+
+/// With Sstc, a vCPU woken before its deadline: with `direct_wfi` it enters
+/// at once with WFI untrapped (the hart raises the interrupt), the next exit
+/// traps WFI again and counts the time; without, it waits out the rest.
+#[test]
+fn sstc_early_wakeup_enters_with_wfi_untrapped() {
+    for untrap in [true, false] {
+        let (sim, t) = with_advance(Mode::Sstc);
+        sim.untrap_ok.set(untrap);
+        t.load(&sim);
+        let d = sim.guest() + 100_000;
+        t.set_timer(&sim, d);
+        sim.blocking.set(true);
+        t.put(&sim);
+        sim.loaded.set(false);
+        // Woken 20 us (200 ticks) early; it runs 50 ticks later.
+        sim.advance(&t, 100_000 - 150);
+        assert!(sim.timer.get().is_none(), "{untrap}: wake timer not fired");
+        assert!(t.pending(&sim), "{untrap}: an early wakeup must end WFI");
+        sim.loaded.set(true);
+        sim.blocking.set(false);
+        t.load(&sim);
+        t.pre_enter(&sim);
+        let st = t.stats().snapshot();
+        assert_eq!((st.irqs, st.early), (1, 0), "{untrap}");
+        if !untrap {
+            // It waited 15 us: the estimate shrinks by half of that.
+            assert_eq!(t.advance().ns(), 20_000 - 7_500);
+            assert!(sim.wfi_trap.get());
+            assert_eq!((sim.spins.get(), st.spin_ns), (150, 15_000));
+            assert_eq!((st.untrapped, st.late[0]), (0, 1));
+            continue;
+        }
+        // Early costs no wait: the estimate stays.
+        assert_eq!(t.advance().ns(), 20_000);
+        assert!(!sim.wfi_trap.get(), "entered early with WFI trapping");
+        assert_eq!(sim.guest(), d - 150, "entered at once");
+        assert_eq!((sim.spins.get(), st.spin_ns, st.untrapped), (0, 0, 1));
+        assert_eq!(st.late.iter().sum::<u64>(), 0, "the host measured nothing");
+        // The guest waits in the hart past its deadline; a host interrupt
+        // takes it out 300 ticks after the entry.
+        sim.advance(&t, 300);
+        t.sync(&sim);
+        assert!(sim.wfi_trap.get(), "WFI still untrapped after the exit");
+        let st = t.stats().snapshot();
+        assert_eq!((st.untrapped, st.untrapped_ns), (1, 30_000));
+        // The next entry, nothing delivered: WFI traps.
+        t.pre_enter(&sim);
+        t.sync(&sim);
+        assert!(sim.wfi_trap.get());
+        assert_eq!(t.stats().snapshot().untrapped_ns, 30_000);
+    }
+}
+
+/// An exit that ends an untrapped stretch within twice the advance before
+/// the next deadline keeps WFI untrapped (a blocking vCPU would be woken too
+/// late); one farther from it, or with another task to run, traps again.
+#[test]
+fn sstc_exit_near_the_deadline_keeps_wfi_untrapped() {
+    for (ahead, ok, keeps) in [
+        (100, true, true),
+        (100, false, false),
+        (399, true, true),
+        (401, true, false),
+    ] {
+        let (sim, t) = with_advance(Mode::Sstc);
+        sim.untrap_ok.set(true);
+        t.load(&sim);
+        let d = sim.guest() + 100_000;
+        t.set_timer(&sim, d);
+        sim.blocking.set(true);
+        t.put(&sim);
+        sim.loaded.set(false);
+        sim.advance(&t, 100_000 - 150);
+        sim.loaded.set(true);
+        sim.blocking.set(false);
+        t.load(&sim);
+        t.pre_enter(&sim);
+        assert!(!sim.wfi_trap.get());
+        // The guest takes its interrupt in the hart and programs the next
+        // deadline; an exit comes `ahead` ticks (20 us estimate: 200
+        // ticks, twice that 400) before it.
+        let next = d + 10_000;
+        sim.csr_compare.set(next);
+        sim.host_cycles
+            .set(sim.host_cycles.get() + (next - sim.guest()) - ahead);
+        sim.untrap_ok.set(ok);
+        t.sync(&sim);
+        assert_eq!(!sim.wfi_trap.get(), keeps, "{ahead} {ok}");
+        assert_eq!(t.deadline(), next);
+        // The time so far is counted either way.
+        let held = t.stats().snapshot().untrapped_ns;
+        assert_eq!(held, (10_150 - ahead) * 100, "{ahead} {ok}");
+        if keeps {
+            // The next exit, past the deadline, traps it again.
+            sim.host_cycles.set(sim.host_cycles.get() + ahead + 10);
+            t.sync(&sim);
+            assert!(sim.wfi_trap.get());
+            assert_eq!(t.stats().snapshot().untrapped_ns, held + (ahead + 10) * 100);
+        }
+    }
 }
 
 #[test]

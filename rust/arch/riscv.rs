@@ -125,6 +125,18 @@ impl Platform for Host<'_> {
     fn relax(&self) {
         kvm::relax()
     }
+
+    fn wfi_untrap_ok(&self) -> bool {
+        kvm::direct_wfi()
+    }
+
+    fn set_wfi_trap(&self, trap: bool) {
+        // Only `pre_enter` and `sync`, ops, change the trap: KVM's saved
+        // `hstatus` is not ours to write from elsewhere.
+        if let Some(op) = self.op() {
+            op.set_wfi_trap(trap);
+        }
+    }
 }
 
 unsafe extern "C" fn vcpu_init(vcpu: *mut bindings::kvm_vcpu) -> c_int {

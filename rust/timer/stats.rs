@@ -71,6 +71,8 @@ pub struct Stats {
     cancels: AtomicU64,
     migrations: AtomicU64,
     spin_ns: AtomicU64,
+    untrapped: AtomicU64,
+    untrapped_ns: AtomicU64,
     late: [AtomicU64; LATE_BUCKETS],
 }
 
@@ -96,6 +98,12 @@ pub struct Snapshot {
     /// Host CPU time spent waiting for deadlines before guest entry, with
     /// interrupts off (the price of the timer advance), in ns.
     pub spin_ns: u64,
+    /// Guest entries with WFI not trapping, for a vCPU woken before its
+    /// deadline: the hart raises the interrupt at the deadline, no wait.
+    pub untrapped: u64,
+    /// Time from those entries to the vCPU's next exit, in ns: while the
+    /// guest waits in an untrapped WFI, the host CPU is its.
+    pub untrapped_ns: u64,
     /// Lateness of each delivery, in counter ticks ([`late_bucket`]):
     /// RISC-V at guest entry, arm64 as the line rises.
     pub late: [u64; LATE_BUCKETS],
@@ -142,6 +150,14 @@ impl Stats {
         self.spin_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
+    pub(crate) fn untrapped(&self) {
+        bump(&self.untrapped);
+    }
+
+    pub(crate) fn untrapped_for(&self, ns: u64) {
+        self.untrapped_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
     pub(crate) fn late(&self, ticks: u64) {
         bump(&self.late[late_bucket(ticks)]);
     }
@@ -158,6 +174,8 @@ impl Stats {
             cancels: get(&self.cancels),
             migrations: get(&self.migrations),
             spin_ns: get(&self.spin_ns),
+            untrapped: get(&self.untrapped),
+            untrapped_ns: get(&self.untrapped_ns),
             late: core::array::from_fn(|i| get(&self.late[i])),
         }
     }
@@ -193,6 +211,8 @@ mod tests {
         s.kick(Kick::Quiet);
         s.spin(700);
         s.spin(300);
+        s.untrapped();
+        s.untrapped_for(40);
         let snap = s.snapshot();
         assert_eq!(
             (snap.irqs, snap.early, snap.ipis, snap.wakeups),
@@ -200,5 +220,6 @@ mod tests {
         );
         assert_eq!(snap.late[3], 1);
         assert_eq!(snap.spin_ns, 1000);
+        assert_eq!((snap.untrapped, snap.untrapped_ns), (1, 40));
     }
 }

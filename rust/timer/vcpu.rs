@@ -21,6 +21,12 @@
 //! to the deadline if the vCPU enters the guest before it fired.  Every
 //! delivery that the host makes is measured at guest entry ([`Stats`]).
 //!
+//! With Sstc the hart raises the interrupt itself, so a vCPU woken early
+//! need not wait: where the platform allows it ([`Platform::wfi_untrap_ok`])
+//! it enters at once with WFI not trapping, and the guest's WFI waits for
+//! the deadline in the hart.  The next exit makes WFI trap again
+//! ([`VcpuTimer::sync`]).
+//!
 //! Concurrency: every method but [`VcpuTimer::expired`] runs on the vCPU's
 //! own thread (ioctl, run loop, preempt notifiers); `expired` runs in the
 //! host timer's callback, on any CPU.  The fields the callback reads are
@@ -132,6 +138,15 @@ pub trait Platform: HostClock {
     fn is_blocking(&self) -> bool;
     /// Pause in a busy-wait loop (`cpu_relax`).
     fn relax(&self);
+
+    /// Whether a vCPU woken before its deadline may enter the guest with
+    /// WFI not trapping: until its next exit its WFIs keep the host CPU,
+    /// so only if nothing else wants it.  Just before guest entry.
+    fn wfi_untrap_ok(&self) -> bool;
+    /// Make the guest's WFI trap to the host (the default) or not, from
+    /// the next guest entry on.  On the vCPU's thread, before entry or
+    /// after an exit, interrupts off.
+    fn set_wfi_trap(&self, trap: bool);
 }
 
 /// The timer state of one vCPU.
@@ -149,6 +164,9 @@ pub trait Platform: HostClock {
 ///   host timer fired early, still `armed`.
 /// - `adv_used` is the advance the armed host timer was started with, or
 ///   [`NOT_TUNABLE`]; only a timer started while the vCPU blocks has one.
+/// - `untrapped_at` is [`NEVER`] unless the guest's WFI does not trap: then
+///   it is the host counter at the entry that stopped the trap, and the
+///   first `sync` after it restores the trap.  Only in [`Mode::Sstc`].
 #[derive(Debug)]
 pub struct VcpuTimer {
     mode: Mode,
@@ -160,6 +178,7 @@ pub struct VcpuTimer {
     host: HostTimer,
     entry: AtomicU64,
     adv_used: AtomicU64,
+    untrapped_at: AtomicU64,
     advance: Advance,
     stats: Stats,
 }
@@ -176,6 +195,7 @@ impl VcpuTimer {
             host: HostTimer::new(),
             entry: AtomicU64::new(NEVER),
             adv_used: AtomicU64::new(NOT_TUNABLE),
+            untrapped_at: AtomicU64::new(NEVER),
             advance,
             stats: Stats::new(),
         }
@@ -408,6 +428,20 @@ impl VcpuTimer {
             }
             return;
         }
+        if waited_ns > 0 && self.mode == Mode::Sstc && p.wfi_untrap_ok() {
+            // The hart raises the interrupt at the deadline: enter now, and
+            // let the guest, back from the WFI that blocked it, wait in
+            // its next one.  Untrapped until the next exit (`sync`).  Not
+            // tuned: early costs no wait here, while an entry just before
+            // the deadline would find the guest still on its way back to
+            // WFI when the interrupt comes.  So the estimate grows on late
+            // entries and only a wait-out shrinks it.
+            p.set_wfi_trap(false);
+            self.untrapped_at.store(p.host_cycles(), Ordering::Relaxed);
+            self.stats.untrapped();
+            self.adv_used.store(NOT_TUNABLE, Ordering::Relaxed);
+            return;
+        }
         if waited_ns > 0 {
             let spun = advance::wait_ticks(deadline - now, || p.host_cycles(), || p.relax());
             self.stats.spin(self.clock.cycles_to_ns_ceil(spun));
@@ -426,11 +460,40 @@ impl VcpuTimer {
         }
     }
 
-    /// After every guest exit, interrupts disabled.
+    /// After every guest exit, interrupts disabled: with Sstc, save the
+    /// guest's deadline and make WFI trap again if an entry stopped it.
     pub fn sync<P: Platform>(&self, p: &P) {
-        if self.mode == Mode::Sstc {
-            self.deadline.store(p.read_compare(), Ordering::Release);
+        if self.mode != Mode::Sstc {
+            return;
         }
+        let deadline = p.read_compare();
+        self.deadline.store(deadline, Ordering::Release);
+        let at = self.untrapped_at.load(Ordering::Relaxed);
+        if at == NEVER {
+            return;
+        }
+        let now = p.host_cycles();
+        let held = self.clock.cycles_to_ns_ceil(now.wrapping_sub(at));
+        self.stats.untrapped_for(held);
+        if self.deadline_near(p, now, deadline) && p.wfi_untrap_ok() {
+            // An exit (the host's tick, say) just before the deadline: a
+            // trapped WFI would block now and be woken too late.  Still
+            // untrapped, counted from here.
+            self.untrapped_at.store(now, Ordering::Relaxed);
+            return;
+        }
+        self.untrapped_at.store(NEVER, Ordering::Relaxed);
+        p.set_wfi_trap(true);
+    }
+
+    /// Whether `deadline` is ahead of host counter `now`, and nearer than
+    /// twice the advance estimate: a vCPU that went on to block (the rest
+    /// of the exit, the guest's WFI, its exit) would likely be woken late.
+    fn deadline_near<P: Platform>(&self, p: &P, now: u64, deadline: u64) -> bool {
+        let guest = now.wrapping_add(p.time_delta());
+        deadline != NEVER
+            && deadline > guest
+            && self.clock.cycles_to_ns_ceil(deadline - guest) <= 2 * self.advance.ns()
     }
 
     /// vCPU destruction.

@@ -361,6 +361,12 @@ impl Platform for Rv {
     fn relax(&self) {
         self.lock().now += 1;
     }
+    // An early entry with WFI untrapped involves the vCPU thread alone (its
+    // pre-entry and the sync after the exit): vcpu_model.rs checks it.
+    fn wfi_untrap_ok(&self) -> bool {
+        false
+    }
+    fn set_wfi_trap(&self, _trap: bool) {}
 }
 
 impl World for Rv {

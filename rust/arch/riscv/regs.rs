@@ -157,4 +157,20 @@ impl VcpuOp<'_> {
         // (`VcpuOp`).  The `hvip` CSR write touches no memory.
         unsafe { bindings::kvt_riscv_timer_irq_raise_now(self.as_ptr()) }
     }
+
+    /// Make the guest's WFI trap to the host (`hstatus.VTW`) or not, from
+    /// the vCPU's next guest entry until it is changed again.
+    ///
+    /// # Context
+    ///
+    /// Just before guest entry (`vcpu_pre_enter`) or after an exit
+    /// (`vcpu_sync`): interrupts disabled, the vCPU loaded on this CPU.
+    pub(crate) fn set_wfi_trap(&self, trap: bool) {
+        // SAFETY: a live vCPU (`VcpuOp`).  The helper changes one bit of the
+        // saved `hstatus`, which KVM reads and writes only on the thread
+        // that holds the vCPU (at entry and exit), as this one does
+        // (`VcpuOp`), and only between an exit and the next entry, where
+        // the op runs.
+        unsafe { bindings::kvt_riscv_set_wfi_trap(self.as_ptr(), trap) }
+    }
 }

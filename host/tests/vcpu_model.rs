@@ -504,6 +504,7 @@ fn run_sstc(hz: u64, adv: u8, untrap: bool, ops: &[Op]) {
                 if woken && sim.guest() < deadline {
                     // Only into a WFI that waits in the hart, not the host.
                     assert!(untrap, "woken vCPU entered before its deadline");
+                    assert!(!migrate, "entered early on a CPU it did not block on");
                     assert!(!sim.wfi_trap.get(), "entered early with WFI trapping");
                     assert_eq!(sim.spins.get(), spins, "entered early after a wait");
                 } else {
@@ -737,14 +738,16 @@ fn advance_delivers_at_the_deadline_and_not_before() {
     assert_eq!(t.advance().ns(), 20_000 - 7_500);
 }
 
-/// With Sstc, a vCPU woken before its deadline: with `direct_wfi` it enters
-/// at once with WFI untrapped (the hart raises the interrupt), the next exit
-/// traps WFI again and counts the time; without, it waits out the rest.
+/// With Sstc, a vCPU woken before its deadline: with `direct_wfi`, on the
+/// CPU it blocked on, it enters at once with WFI untrapped (the hart raises
+/// the interrupt), and the next exit traps WFI again and counts the time;
+/// without, or moved to another CPU, it waits out the rest.
 #[test]
 fn sstc_early_wakeup_enters_with_wfi_untrapped() {
-    for untrap in [true, false] {
+    for (ok, moved) in [(true, false), (false, false), (true, true)] {
+        let untrap = ok && !moved;
         let (sim, t) = with_advance(Mode::Sstc);
-        sim.untrap_ok.set(untrap);
+        sim.untrap_ok.set(ok);
         t.load(&sim);
         let d = sim.guest() + 100_000;
         t.set_timer(&sim, d);
@@ -755,6 +758,10 @@ fn sstc_early_wakeup_enters_with_wfi_untrapped() {
         sim.advance(&t, 100_000 - 150);
         assert!(sim.timer.get().is_none(), "{untrap}: wake timer not fired");
         assert!(t.pending(&sim), "{untrap}: an early wakeup must end WFI");
+        if moved {
+            // Moved to another CPU while it slept: it waits there.
+            sim.cpu.set(1);
+        }
         sim.loaded.set(true);
         sim.blocking.set(false);
         t.load(&sim);

@@ -22,9 +22,9 @@
 //! delivery that the host makes is measured at guest entry ([`Stats`]).
 //!
 //! With Sstc the hart raises the interrupt itself, so a vCPU woken early
-//! need not wait: where the platform allows it ([`Platform::wfi_untrap_ok`])
-//! it enters at once with WFI not trapping, and the guest's WFI waits for
-//! the deadline in the hart.  The next exit makes WFI trap again
+//! need not wait: on the CPU it blocked on, where the platform allows it
+//! ([`Platform::wfi_untrap_ok`]), it enters at once with WFI not trapping,
+//! and the guest's WFI waits for the deadline in the hart.  The next exit makes WFI trap again
 //! ([`VcpuTimer::sync`]).
 //!
 //! Concurrency: every method but [`VcpuTimer::expired`] runs on the vCPU's
@@ -428,13 +428,20 @@ impl VcpuTimer {
             }
             return;
         }
-        if waited_ns > 0 && self.mode == Mode::Sstc && p.wfi_untrap_ok() {
+        if waited_ns > 0
+            && self.mode == Mode::Sstc
+            && self.host.started_here(p)
+            && p.wfi_untrap_ok()
+        {
             // The hart raises the interrupt at the deadline: enter now, and
             // let the guest, back from the WFI that blocked it, wait in
-            // its next one.  Untrapped until the next exit (`sync`).  Not
-            // tuned: early costs no wait here, while an entry just before
-            // the deadline would find the guest still on its way back to
-            // WFI when the interrupt comes.  So the estimate grows on late
+            // its next one.  Untrapped until the next exit (`sync`).  Only
+            // on the CPU the vCPU blocked on (its wake timer's): one that
+            // the scheduler moved meanwhile is being balanced, and holding
+            // its new CPU would cost the next move an IPI.  Not tuned:
+            // early costs no wait here, while an entry just before the
+            // deadline would find the guest still on its way back to WFI
+            // when the interrupt comes.  So the estimate grows on late
             // entries and only a wait-out shrinks it.
             p.set_wfi_trap(false);
             self.untrapped_at.store(p.host_cycles(), Ordering::Relaxed);

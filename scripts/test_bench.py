@@ -611,6 +611,12 @@ class GapTest(unittest.TestCase):
         self.assertEqual(body[0][:5], ["riscv-sstc", "sbi", "3/1", "1.20 (30/25)", "3.00 (3/1)"])
         self.assertEqual(body[1][:4], ["riscv-sstc", "sstc", "0/1", "-/5"])
         self.assertEqual(len(bench.text_table(head, body)), 3)
+        # The in-tree timer's early interrupts, counted per (config, mode).
+        gs = bench.summarize_gaps([dict(gap("intree", "sbi", 25, 1, rep=0), early=2),
+                                   dict(gap("intree", "sbi", 25, 1, rep=1), early=1),
+                                   gap("vtimer", "sbi", 20, 1)])
+        self.assertEqual(gs[("riscv-sstc", "sbi", "intree")]["early"], 3)
+        self.assertEqual(gs[("riscv-sstc", "sbi", "vtimer")]["early"], 0)
 
     def test_results_by_step(self):
         gaps = bench.gap_tests(2)

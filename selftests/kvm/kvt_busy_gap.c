@@ -43,13 +43,18 @@
  * One line per mode:
  *
  *   # kvt-busy-gap {"backend": "vtimer", "mode": "sbi", "hz": ..., "deadlines": ...,
- *                   "gap_max": ..., "gap_p50": ...}
+ *                   "gap_max": ..., "gap_p50": ..., "early": ...}
  *
  * with the largest and the median (nearest rank) of the per-deadline
  * gaps, in ticks of the counter ("hz": the time CSR's frequency on RISC-V,
- * CNTFRQ_EL0 on arm64).  It fails only on what must hold anywhere: the
- * interrupt is never pending before its deadline, and it comes.  How the
- * gaps compare between backends is for a benchmark.
+ * CNTFRQ_EL0 on arm64), and "early": the deadlines whose interrupt was
+ * pending before them.  It fails only on what must hold anywhere: the
+ * interrupt is never pending before its deadline, and it comes.  KVM's own
+ * timer breaks the first with SBI set_timer on a host with Sstc (a
+ * preemption between the call and the next entry restores the previous
+ * deadline: Documentation/riscv.rst), so with it loaded an early interrupt
+ * is counted, not failed, as kvt_bench does.  How the gaps compare between
+ * backends is for a benchmark.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -219,6 +224,9 @@ static void host_note_modes(void)
 static u64 nr_deadlines = 100;
 static u64 period_us = 1000;
 static u64 gaps[NR_MODES][MAX_DEADLINES];
+/* KVM's own timer: count early interrupts (above) instead of failing. */
+static bool count_early;
+static u64 early[NR_MODES];
 
 /* The longest gap between two counter reads around one deadline. */
 static u64 busy_through(int mode, u64 deadline)
@@ -227,7 +235,7 @@ static u64 busy_through(int mode, u64 deadline)
 	u64 until = deadline + usec_to_cycles(WINDOW_US);
 	u64 limit = deadline + usec_to_cycles(SLACK_US);
 	u64 prev, now, gap = 0;
-	bool seen = false;
+	bool seen = false, was_early = false;
 	bool pending;
 
 	guest_set_deadline(mode, deadline);
@@ -236,9 +244,16 @@ static u64 busy_through(int mode, u64 deadline)
 		/* Pending before this read: never before the deadline. */
 		pending = guest_pending(mode);
 		now = guest_now(mode);
-		__GUEST_ASSERT(!pending || now >= deadline,
+		__GUEST_ASSERT(!pending || now >= deadline || count_early,
 			       "%s: interrupt pending at %lu, before its deadline %lu",
 			       mode_names[mode], now, deadline);
+		if (pending && now < deadline) {
+			/* Not this deadline's: counted once, then waited past. */
+			if (!was_early)
+				early[mode]++;
+			was_early = true;
+			pending = false;
+		}
 		if (prev >= from && now - prev > gap)
 			gap = now - prev;
 		prev = now;
@@ -285,9 +300,9 @@ static void report(int mode, const char *backend, u64 hz)
 	/* Nearest rank: the smallest with half of them at or below it. */
 	printf("# kvt-busy-gap {\"backend\": \"%s\", \"mode\": \"%s\", \"hz\": %lu, ",
 	       backend, mode_names[mode], hz);
-	printf("\"deadlines\": %lu, \"gap_max\": %lu, \"gap_p50\": %lu}\n",
+	printf("\"deadlines\": %lu, \"gap_max\": %lu, \"gap_p50\": %lu, \"early\": %lu}\n",
 	       nr_deadlines, sorted[nr_deadlines - 1],
-	       sorted[(nr_deadlines + 1) / 2 - 1]);
+	       sorted[(nr_deadlines + 1) / 2 - 1], early[mode]);
 	fflush(stdout);
 }
 
@@ -330,13 +345,16 @@ int main(int argc, char *argv[])
 	}
 
 	backend = kvt_module_loaded() ? "vtimer" : "intree";
+	count_early = !strcmp(backend, "intree");
 	vm = host_vm_create(&vcpu);
 	sync_global_to_guest(vm, nr_deadlines);
 	sync_global_to_guest(vm, period_us);
+	sync_global_to_guest(vm, count_early);
 
 	TEST_ASSERT_EQ(kvt_vcpu_run_watched(vcpu, &uc, "busy-wait"), UCALL_DONE);
 
 	sync_global_from_guest(vm, gaps);
+	sync_global_from_guest(vm, early);
 	for (mode = 0; mode < NR_MODES; mode++)
 		if (has_mode(mode))
 			report(mode, backend, host_hz());

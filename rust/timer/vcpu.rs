@@ -24,7 +24,8 @@
 //! With Sstc the hart raises the interrupt itself, so a vCPU woken early
 //! need not wait: on the CPU it blocked on, where the platform allows it
 //! ([`Platform::wfi_untrap_ok`]), it enters at once with WFI not trapping,
-//! and the guest's WFI waits for the deadline in the hart.  The next exit makes WFI trap again
+//! and the guest's WFI waits for the deadline in the hart.  The next exit
+//! makes WFI trap again, unless the deadline is just ahead then
 //! ([`VcpuTimer::sync`]).
 //!
 //! Concurrency: every method but [`VcpuTimer::expired`] runs on the vCPU's
@@ -165,8 +166,10 @@ pub trait Platform: HostClock {
 /// - `adv_used` is the advance the armed host timer was started with, or
 ///   [`NOT_TUNABLE`]; only a timer started while the vCPU blocks has one.
 /// - `untrapped_at` is [`NEVER`] unless the guest's WFI does not trap: then
-///   it is the host counter at the entry that stopped the trap, and the
-///   first `sync` after it restores the trap.  Only in [`Mode::Sstc`].
+///   it is the host counter at the entry that stopped the trap (or at the
+///   last exit that kept it off), and the first `sync` after it either
+///   restores the trap or keeps it off for a deadline just ahead, counted
+///   from there.  Only in [`Mode::Sstc`].
 #[derive(Debug)]
 pub struct VcpuTimer {
     mode: Mode,

@@ -48,6 +48,8 @@ struct Sim {
     untrap_ok: Cell<bool>,
     /// Whether the guest's WFI traps (`hstatus.VTW`).
     wfi_trap: Cell<bool>,
+    /// The CPU of each host timer start.
+    start_cpus: RefCell<Vec<u32>>,
 }
 
 impl Sim {
@@ -73,6 +75,7 @@ impl Sim {
             spins: Cell::new(0),
             untrap_ok: Cell::new(false),
             wfi_trap: Cell::new(true),
+            start_cpus: RefCell::new(Vec::new()),
         }
     }
 
@@ -137,6 +140,7 @@ impl HostClock for Sim {
     fn timer_start(&self, expires_ns: u64) {
         assert!(expires_ns <= i64::MAX as u64);
         self.timer.set(Some((expires_ns, self.cpu.get())));
+        self.start_cpus.borrow_mut().push(self.cpu.get());
     }
     fn timer_cancel(&self) -> bool {
         self.timer.take().is_some()
@@ -500,11 +504,16 @@ fn run_sstc(hz: u64, adv: u8, untrap: bool, ops: &[Op]) {
                 assert_eq!(sim.csr_compare.get(), deadline, "vstimecmp not restored");
                 assert!(sim.timer.get().is_none(), "wake timer left running");
                 let spins = sim.spins.get();
+                let moved_before = {
+                    let starts = sim.start_cpus.borrow();
+                    starts.len() >= 2 && starts[starts.len() - 1] != starts[starts.len() - 2]
+                };
                 t.pre_enter(&sim);
                 if woken && sim.guest() < deadline {
                     // Only into a WFI that waits in the hart, not the host.
                     assert!(untrap, "woken vCPU entered before its deadline");
                     assert!(!migrate, "entered early on a CPU it did not block on");
+                    assert!(!moved_before, "entered early right after a move");
                     assert!(!sim.wfi_trap.get(), "entered early with WFI trapping");
                     assert_eq!(sim.spins.get(), spins, "entered early after a wait");
                 } else {

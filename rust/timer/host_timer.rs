@@ -6,7 +6,7 @@
 //! that both architectures count the same things and draw the same line at
 //! the end of host time.
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use super::stats::Stats;
 use super::Expiry;
@@ -54,11 +54,14 @@ const NO_CPU: u32 = u32::MAX;
 ///
 /// # Invariants
 ///
-/// `cpu` is [`NO_CPU`] until the first [`HostTimer::start`] that started the
-/// timer, then the CPU of the latest one.
+/// - `cpu` is [`NO_CPU`] until the first [`HostTimer::start`] that started
+///   the timer, then the CPU of the latest one.
+/// - `moved` is whether the latest start was on another CPU than the one
+///   before it (a migration); false before a second start.
 #[derive(Debug)]
 pub struct HostTimer {
     cpu: AtomicU32,
+    moved: AtomicBool,
 }
 
 impl Default for HostTimer {
@@ -73,6 +76,7 @@ impl HostTimer {
         // INVARIANT: never started.
         Self {
             cpu: AtomicU32::new(NO_CPU),
+            moved: AtomicBool::new(false),
         }
     }
 
@@ -89,6 +93,12 @@ impl HostTimer {
         self.cpu() == Some(h.cpu())
     }
 
+    /// Whether the timer's last two starts were both on the CPU `h` runs
+    /// on (or its only one): the vCPU has stayed here, not being moved.
+    pub fn settled_here<H: HostClock>(&self, h: &H) -> bool {
+        self.started_here(h) && !self.moved.load(Ordering::Relaxed)
+    }
+
     /// Start the host timer at absolute `at` (ns), on this CPU, and count
     /// it in `stats`: a start, and a migration if the timer last started
     /// on another CPU.  Past [`KTIME_MAX`] the deadline never comes: no
@@ -103,7 +113,9 @@ impl HostTimer {
         let cpu = h.cpu();
         // INVARIANT: the CPU of this start.
         let last = self.cpu.swap(cpu, Ordering::Relaxed);
-        if last != NO_CPU && last != cpu {
+        let moved = last != NO_CPU && last != cpu;
+        self.moved.store(moved, Ordering::Relaxed);
+        if moved {
             stats.migration();
         }
         stats.start();
@@ -160,15 +172,20 @@ mod tests {
     fn counts_a_migration_only_after_a_start_elsewhere() {
         let (h, t, s) = setup(3);
         assert!(t.start(&h, &s, 10));
-        assert!(t.started_here(&h));
+        assert!(t.started_here(&h) && t.settled_here(&h));
         assert!(t.start(&h, &s, 20));
         h.cpu.set(1);
-        assert!(!t.started_here(&h));
+        assert!(!t.started_here(&h) && !t.settled_here(&h));
         assert!(t.cancel(&h, &s));
         assert!(!t.cancel(&h, &s));
         assert!(t.start(&h, &s, 30));
+        // Here now, but moved to get here: not settled until the next
+        // start here.
+        assert!(t.started_here(&h) && !t.settled_here(&h));
+        assert!(t.start(&h, &s, 40));
+        assert!(t.settled_here(&h));
         let snap = s.snapshot();
-        assert_eq!((snap.starts, snap.cancels, snap.migrations), (3, 1, 1));
+        assert_eq!((snap.starts, snap.cancels, snap.migrations), (4, 1, 1));
     }
 
     #[test]

@@ -22,11 +22,11 @@
 //! delivery that the host makes is measured at guest entry ([`Stats`]).
 //!
 //! With Sstc the hart raises the interrupt itself, so a vCPU woken early
-//! need not wait: on the CPU it blocked on, where the platform allows it
-//! ([`Platform::wfi_untrap_ok`]), it enters at once with WFI not trapping,
-//! and the guest's WFI waits for the deadline in the hart.  The next exit
-//! makes WFI trap again, unless the deadline is just ahead then
-//! ([`VcpuTimer::sync`]).
+//! need not wait: on the CPU it blocked on, if it was not moved there, and
+//! where the platform allows it ([`Platform::wfi_untrap_ok`]), it enters
+//! at once with WFI not trapping, and the guest's WFI waits for the
+//! deadline in the hart.  The next exit makes WFI trap again, unless the
+//! deadline is just ahead then ([`VcpuTimer::sync`]).
 //!
 //! Concurrency: every method but [`VcpuTimer::expired`] runs on the vCPU's
 //! own thread (ioctl, run loop, preempt notifiers); `expired` runs in the
@@ -433,15 +433,16 @@ impl VcpuTimer {
         }
         if waited_ns > 0
             && self.mode == Mode::Sstc
-            && self.host.started_here(p)
+            && self.host.settled_here(p)
             && p.wfi_untrap_ok()
         {
             // The hart raises the interrupt at the deadline: enter now, and
             // let the guest, back from the WFI that blocked it, wait in
             // its next one.  Untrapped until the next exit (`sync`).  Only
-            // on the CPU the vCPU blocked on (its wake timer's): one that
-            // the scheduler moved meanwhile is being balanced, and holding
-            // its new CPU would cost the next move an IPI.  Not tuned:
+            // on the CPU the vCPU blocked on, as it did the time before
+            // (its wake timer's last two starts): a vCPU that the scheduler
+            // moves is being balanced, and holding its CPU would cost the
+            // next move an IPI (the stopper's).  Not tuned:
             // early costs no wait here, while an entry just before the
             // deadline would find the guest still on its way back to WFI
             // when the interrupt comes.  So the estimate grows on late

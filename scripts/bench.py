@@ -130,23 +130,16 @@ def run_early(run):
     return max(run.get("early") or 0, sum(1 for t in lat if t < 0))
 
 
-def run_spin_ns(run):
-    """Host CPU time one run spent waiting for deadlines before guest entry,
-    in ns: kvm_vtimer's spin_ns; 0 for the in-tree timer, which never
-    waits; None if the module did not report it."""
+def run_module_ns(run, key):
+    """A time in ns that kvm_vtimer counted over one run: `spin_ns`, host
+    CPU time spent waiting for deadlines before guest entry, or
+    `untrapped_ns`, time the vCPU spent in the guest with WFI untrapped, from
+    each early entry to the next exit (the host CPU is the guest's there,
+    even while it waits in WFI).  0 for the in-tree timer, which does
+    neither; None if the module did not report it."""
     if run.get("backend") == BASE:
         return 0
-    return (run.get("module") or {}).get("spin_ns")
-
-
-def run_untrapped_ns(run):
-    """Time one run's vCPU spent in the guest with WFI untrapped, from each
-    early entry to the next exit, in ns (kvm_vtimer's untrapped_ns: the host
-    CPU is the guest's there, even while it waits in WFI); 0 for the in-tree
-    timer; None if the module did not report it."""
-    if run.get("backend") == BASE:
-        return 0
-    return (run.get("module") or {}).get("untrapped_ns")
+    return (run.get("module") or {}).get(key)
 
 
 def summarize_group(runs):
@@ -176,9 +169,8 @@ def summarize_group(runs):
         else:
             starts += r["hrtimer_starts"]
             cancels += r["hrtimer_cancels"]
-        rs = run_spin_ns(r)
+        rs, ru = run_module_ns(r, "spin_ns"), run_module_ns(r, "untrapped_ns")
         spin_ns = None if rs is None or spin_ns is None else spin_ns + rs
-        ru = run_untrapped_ns(r)
         untrapped_ns = None if ru is None or untrapped_ns is None else untrapped_ns + ru
         reps.append({"rep": r.get("rep"), "p50": percentile(rl, 50),
                      "p99": percentile(rl, 99), "max": max(rl) if rl else None,
@@ -303,7 +295,7 @@ RATIO_COLS = (
     ("ipis/irq", lambda s: s["ipis_per_irq"]),
     ("hrtimer ops/irq", lambda s: s["hrtimer_ops_per_irq"]),
     ("spin us/irq", lambda s: s["spin_us_per_irq"]),
-    ("untrapped us/irq", lambda s: s.get("untrapped_us_per_irq")),
+    ("untrapped us/irq", lambda s: s["untrapped_us_per_irq"]),
 )
 
 

@@ -747,6 +747,31 @@ fn advance_delivers_at_the_deadline_and_not_before() {
     assert_eq!(t.advance().ns(), 20_000 - 7_500);
 }
 
+/// A 10 MHz Sstc vCPU with a 20 us advance (`with_advance`) that blocks with
+/// its deadline 10 ms ahead and is woken 20 us (200 ticks) early: the
+/// wakeup has fired and the vCPU is not loaded yet, 150 ticks before the
+/// deadline.  Runs with `untrap_ok` as given; the deadline is returned.
+fn woken_early(untrap_ok: bool) -> (Sim, VcpuTimer, u64) {
+    let (sim, t) = with_advance(Mode::Sstc);
+    sim.untrap_ok.set(untrap_ok);
+    t.load(&sim);
+    let d = sim.guest() + 100_000;
+    t.set_timer(&sim, d);
+    sim.blocking.set(true);
+    t.put(&sim);
+    sim.loaded.set(false);
+    sim.advance(&t, 100_000 - 150);
+    (sim, t, d)
+}
+
+/// Load the vCPU woken by `woken_early` and enter.
+fn enter(sim: &Sim, t: &VcpuTimer) {
+    sim.loaded.set(true);
+    sim.blocking.set(false);
+    t.load(sim);
+    t.pre_enter(sim);
+}
+
 /// With Sstc, a vCPU woken before its deadline: with `direct_wfi`, on the
 /// CPU it blocked on, it enters at once with WFI untrapped (the hart raises
 /// the interrupt), and the next exit traps WFI again and counts the time;
@@ -755,26 +780,15 @@ fn advance_delivers_at_the_deadline_and_not_before() {
 fn sstc_early_wakeup_enters_with_wfi_untrapped() {
     for (ok, moved) in [(true, false), (false, false), (true, true)] {
         let untrap = ok && !moved;
-        let (sim, t) = with_advance(Mode::Sstc);
-        sim.untrap_ok.set(ok);
-        t.load(&sim);
-        let d = sim.guest() + 100_000;
-        t.set_timer(&sim, d);
-        sim.blocking.set(true);
-        t.put(&sim);
-        sim.loaded.set(false);
         // Woken 20 us (200 ticks) early; it runs 50 ticks later.
-        sim.advance(&t, 100_000 - 150);
+        let (sim, t, d) = woken_early(ok);
         assert!(sim.timer.get().is_none(), "{untrap}: wake timer not fired");
         assert!(t.pending(&sim), "{untrap}: an early wakeup must end WFI");
         if moved {
             // Moved to another CPU while it slept: it waits there.
             sim.cpu.set(1);
         }
-        sim.loaded.set(true);
-        sim.blocking.set(false);
-        t.load(&sim);
-        t.pre_enter(&sim);
+        enter(&sim, &t);
         let st = t.stats().snapshot();
         assert_eq!((st.irqs, st.early), (1, 0), "{untrap}");
         if !untrap {
@@ -817,19 +831,8 @@ fn sstc_exit_near_the_deadline_keeps_wfi_untrapped() {
         (399, true, true),
         (401, true, false),
     ] {
-        let (sim, t) = with_advance(Mode::Sstc);
-        sim.untrap_ok.set(true);
-        t.load(&sim);
-        let d = sim.guest() + 100_000;
-        t.set_timer(&sim, d);
-        sim.blocking.set(true);
-        t.put(&sim);
-        sim.loaded.set(false);
-        sim.advance(&t, 100_000 - 150);
-        sim.loaded.set(true);
-        sim.blocking.set(false);
-        t.load(&sim);
-        t.pre_enter(&sim);
+        let (sim, t, d) = woken_early(true);
+        enter(&sim, &t);
         assert!(!sim.wfi_trap.get());
         // The guest takes its interrupt in the hart and programs the next
         // deadline; an exit comes `ahead` ticks (20 us estimate: 200

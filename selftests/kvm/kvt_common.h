@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 
 #include "kvm_util.h"
@@ -225,7 +226,26 @@ static inline u64 kvt_vcpu_run_watched(struct kvm_vcpu *vcpu, struct ucall *uc,
 	return run.cmd;
 }
 
-/* A host thread that moves another between the host's CPUs every 1 ms. */
+/* A fast pseudo-random sequence (xorshift64), reproducible from its seed. */
+static inline u64 kvt_xorshift(u64 *s)
+{
+	u64 x = *s;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	*s = x;
+	return x;
+}
+
+/*
+ * A host thread that moves another between the host's CPUs, every 1 ms on
+ * average: each wait is drawn from 0.5 to 1.5 ms, with no timer slack.  So
+ * its moves fall at any time relative to the target's own timers, not in
+ * step with them (a fixed 1 ms sleep, 50 us of slack, lets the moves lock
+ * to a phase of a 1 ms timer of the target's: how often they find it
+ * running, and so the rescheduling IPIs, would depend on that phase).
+ */
 struct kvt_migrator {
 	pthread_t thread;
 	pthread_t target;
@@ -236,15 +256,17 @@ static inline void *kvt_migrator_main(void *arg)
 {
 	struct kvt_migrator *m = arg;
 	long nr_cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	u64 seed = 0x9e3779b97f4a7c15ULL;
 	cpu_set_t set;
 	long cpu = 0;
 
+	prctl(PR_SET_TIMERSLACK, 1UL);
 	while (!READ_ONCE(m->stop)) {
 		CPU_ZERO(&set);
 		CPU_SET(cpu, &set);
 		pthread_setaffinity_np(m->target, sizeof(set), &set);
 		cpu = (cpu + 1) % nr_cpus;
-		usleep(1000);
+		usleep(500 + kvt_xorshift(&seed) % 1001);
 	}
 	return NULL;
 }
@@ -260,18 +282,6 @@ static inline void kvt_migrator_stop(struct kvt_migrator *m)
 {
 	WRITE_ONCE(m->stop, true);
 	pthread_join(m->thread, NULL);
-}
-
-/* A fast pseudo-random sequence (xorshift64), reproducible from its seed. */
-static inline u64 kvt_xorshift(u64 *s)
-{
-	u64 x = *s;
-
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	*s = x;
-	return x;
 }
 
 /*

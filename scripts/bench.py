@@ -149,6 +149,7 @@ def summarize_group(runs):
     irqs = exits = ipis = guest_exits = 0
     starts = cancels = 0
     spin_ns = untrapped_ns = 0
+    thread_run = thread_wait = 0
     no_hrtimer = False
     for r in sorted(runs, key=lambda r: r.get("rep", 0)):
         hz = r.get("hz") or 0
@@ -172,6 +173,10 @@ def summarize_group(runs):
         rs, ru = run_module_ns(r, "spin_ns"), run_module_ns(r, "untrapped_ns")
         spin_ns = None if rs is None or spin_ns is None else spin_ns + rs
         untrapped_ns = None if ru is None or untrapped_ns is None else untrapped_ns + ru
+        th = r.get("thread") or {}
+        tr, tw = th.get("run_ns"), th.get("wait_ns")
+        thread_run = None if tr is None or thread_run is None else thread_run + tr
+        thread_wait = None if tw is None or thread_wait is None else thread_wait + tw
         reps.append({"rep": r.get("rep"), "p50": percentile(rl, 50),
                      "p99": percentile(rl, 99), "max": max(rl) if rl else None,
                      "early": run_early(r),
@@ -215,6 +220,12 @@ def summarize_group(runs):
         # Guest time per interrupt with WFI untrapped (direct_wfi).
         "untrapped_us_per_irq": (None if untrapped_ns is None
                                  else per_irq(untrapped_ns / 1000, irqs)),
+        # The vCPU thread's time on a host CPU per interrupt (guest and
+        # host side), and waiting runnable for one (its schedstat).
+        "thread_us_per_irq": (None if thread_run is None
+                              else per_irq(thread_run / 1000, irqs)),
+        "thread_wait_us_per_irq": (None if thread_wait is None
+                                   else per_irq(thread_wait / 1000, irqs)),
         "spread": {"p50": spread("p50"), "p99": spread("p99"), "max": spread("max"),
                    "exits_per_irq": spread("exits_per_irq")},
         "per_rep": reps,
@@ -296,6 +307,7 @@ RATIO_COLS = (
     ("hrtimer ops/irq", lambda s: s["hrtimer_ops_per_irq"]),
     ("spin us/irq", lambda s: s["spin_us_per_irq"]),
     ("untrapped us/irq", lambda s: s["untrapped_us_per_irq"]),
+    ("thread us/irq", lambda s: s.get("thread_us_per_irq")),
 )
 
 

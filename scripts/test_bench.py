@@ -129,6 +129,23 @@ class StatsTest(unittest.TestCase):
         old = bench.summarize_group([run("vtimer", "wfi", module={"spin_ns": 0})])
         self.assertIsNone(old["untrapped_us_per_irq"])
 
+    def test_vcpu_thread_time_per_interrupt(self):
+        # Both timers: the vCPU thread's schedstat over each run.
+        s = bench.summarize_group([
+            run("intree", "migrate", rep=0, lateness=range(100),
+                thread={"run_ns": 9_000_000, "wait_ns": 3_000_000, "slices": 110}),
+            run("intree", "migrate", rep=1, lateness=range(100),
+                thread={"run_ns": 11_000_000, "wait_ns": 1_000_000, "slices": 112})])
+        self.assertEqual(s["thread_us_per_irq"], 100.0)  # 20 ms over 200
+        self.assertEqual(s["thread_wait_us_per_irq"], 20.0)
+        row = bench.ratio_rows({("c", "sbi", "migrate", "intree"): s})[0]
+        self.assertEqual(row["thread us/irq"]["intree"], 100.0)
+        # A kvt_bench without the figure: none, and the table says n/a.
+        old = bench.summarize_group([
+            run("intree", "migrate", rep=0, thread={"run_ns": 1, "wait_ns": 1}),
+            run("intree", "migrate", rep=1)])
+        self.assertIsNone(old["thread_us_per_irq"])
+
     def test_guest_exits(self):
         # The guest's own exits: SBI calls and WFIs on RISC-V, HVCs and WFIs
         # on arm64 (whose runs have no ecall_exits).

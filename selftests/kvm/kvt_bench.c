@@ -49,7 +49,8 @@
  * with the VM exits (KVM's "exits" statistic, and of them the guest's own
  * calls, SBI on RISC-V and HVC on arm64, and its WFIs; the rest are host
  * interrupts and, on arm64, trapped timer registers), the host's
- * rescheduling IPIs (/proc/interrupts) and, for kvm_vtimer, its debugfs
+ * rescheduling IPIs (/proc/interrupts), the vCPU thread's time running and
+ * waiting runnable (its schedstat) and, for kvm_vtimer, its debugfs
  * counters, all over the run.  On RISC-V with Sstc, every host CPU's
  * vstimecmp is stopped between runs (sweep_host_cpus()).  scripts/bench.py
  * turns these into the tables and plots.  Meant for QEMU -icount, where
@@ -415,14 +416,37 @@ static int vcpu_cpu = 1;
 /* Set before the host kicks a vCPU whose run it gives up. */
 static bool vcpu_abandoned;
 
+/*
+ * The vCPU thread's /proc schedstat at its end: the time it ran, the time
+ * it waited runnable on a run queue (ns), and how many times it ran.
+ */
+static u64 vcpu_sched[3];
+
+static void read_schedstat(void)
+{
+	FILE *f = fopen("/proc/thread-self/schedstat", "r");
+
+	memset(vcpu_sched, 0, sizeof(vcpu_sched));
+	if (!f)
+		return;
+	if (fscanf(f, "%lu %lu %lu", &vcpu_sched[0], &vcpu_sched[1],
+		   &vcpu_sched[2]) != 3)
+		memset(vcpu_sched, 0, sizeof(vcpu_sched));
+	fclose(f);
+}
+
 /* As kvt_run_until_done(), but a KVM_RUN ended by a signal may end it. */
 static void *vcpu_main(void *arg)
 {
 	struct ucall uc;
 
-	while (!kvt_vcpu_run_intr(vcpu))
-		if (READ_ONCE(vcpu_abandoned))
+	while (!kvt_vcpu_run_intr(vcpu)) {
+		if (READ_ONCE(vcpu_abandoned)) {
+			read_schedstat();
 			return NULL;
+		}
+	}
+	read_schedstat();
 	assert_on_unhandled_exception(vcpu);
 	kvt_get_ucall(vcpu, &uc, BIT_ULL(UCALL_DONE));
 	return NULL;
@@ -649,6 +673,9 @@ static void run_one(const char *backend, enum mode mode, enum workload wl, int r
 	else
 		len += snprintf(buf + len, sizeof(buf) - len,
 				", \"hrtimer_starts\": null, \"hrtimer_cancels\": null");
+	len += snprintf(buf + len, sizeof(buf) - len,
+			", \"thread\": {\"run_ns\": %lu, \"wait_ns\": %lu, \"slices\": %lu}",
+			vcpu_sched[0], vcpu_sched[1], vcpu_sched[2]);
 	len += snprintf(buf + len, sizeof(buf) - len, ", \"cpu_busy\": [");
 	for (i = 0; i < (u64)nr_cpus; i++)
 		len += snprintf(buf + len, sizeof(buf) - len, "%s%lu",

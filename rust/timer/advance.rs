@@ -11,9 +11,17 @@
 //! - had to wait `w`: the estimate was too long by `w`; it shrinks by
 //!   `w / STEP`.
 //!
+//! A new vCPU starts from the estimate the last destroyed one reached; from
+//! nothing (0), its first measurement is the estimate.
+//!
 //! A host timer that fired early by less than the estimate (a deadline
 //! nearer than the estimate when it was armed) measures the path just as
 //! well: it took `used + l - w`, compared with the estimate.
+//!
+//! An entry that needs no wait-out (RISC-V's direct WFI: the hart raises
+//! the interrupt itself) must come early enough for the rest of the entry
+//! and the guest's way back to its WFI, which the host does not see: it
+//! tunes towards the path plus a margin ([`Advance::tune_ahead`]).
 //!
 //! Both moves are bounded by the maximum and skip outliers (a measurement
 //! beyond the maximum: the vCPU was preempted, or its deadline moved), so
@@ -36,6 +44,10 @@ pub const NOT_TUNABLE: u64 = u64::MAX;
 
 /// The share of the error corrected per delivery.
 pub const STEP: u64 = 2;
+
+/// The margin of an entry without a wait-out ([`Advance::tune_ahead`]):
+/// a quarter of the path's length.
+pub const MARGIN_SHARE: u64 = 4;
 
 /// The per-vCPU advance estimate.
 ///
@@ -102,9 +114,33 @@ impl Advance {
         if !self.enabled() || late_ns > self.max_ns || waited_ns > self.max_ns {
             return;
         }
-        let path = used_ns.saturating_add(late_ns).saturating_sub(waited_ns);
+        self.toward(used_ns.saturating_add(late_ns).saturating_sub(waited_ns));
+    }
+
+    /// Feedback from an entry that needs no wait-out (a direct timer, whose
+    /// hardware raises the interrupt at the deadline): the host timer fired
+    /// `used_ns` before the deadline and the vCPU was ready to enter
+    /// `ahead_ns` before it.  What follows, the rest of the entry and the
+    /// guest's way back to its WFI, must end before the deadline too, and
+    /// is not measured: the estimate moves towards the path plus a
+    /// [`MARGIN_SHARE`] of it, so that such entries come that much ahead.
+    /// Only the vCPU thread calls this.
+    pub fn tune_ahead(&self, used_ns: u64, ahead_ns: u64) {
+        if !self.enabled() || ahead_ns > self.max_ns {
+            return;
+        }
+        let path = used_ns.saturating_sub(ahead_ns);
+        self.toward(path.saturating_add(path / MARGIN_SHARE));
+    }
+
+    /// Move the estimate `1 / STEP` of the way towards `path`, within the
+    /// bound; an estimate of 0 (nothing learnt: a new vCPU without a seed)
+    /// takes the first measurement whole.
+    fn toward(&self, path: u64) {
         let cur = self.ns();
-        let next = if path > cur {
+        let next = if cur == 0 {
+            path
+        } else if path > cur {
             cur.saturating_add((path - cur).div_ceil(STEP))
         } else {
             cur - (cur - path) / STEP
@@ -162,6 +198,22 @@ mod tests {
     }
 
     #[test]
+    fn from_nothing_the_first_measurement_is_the_estimate() {
+        let a = Advance::new(0, 50_000);
+        // Fired at the deadline (an advance of 0), entered 30 us late.
+        a.tune(0, 30_000, 0);
+        assert_eq!(a.ns(), 30_000);
+        // Then half way, as always.
+        a.tune(30_000, 10_000, 0);
+        assert_eq!(a.ns(), 35_000);
+        // Within the bound.
+        let b = Advance::new(0, 20_000);
+        b.tune(0, 20_000, 0);
+        b.tune(20_000, 15_000, 0);
+        assert_eq!(b.ns(), 20_000);
+    }
+
+    #[test]
     fn bounded_and_ignores_outliers() {
         let a = Advance::new(1_000_000, 50_000);
         assert_eq!(a.ns(), 50_000);
@@ -198,6 +250,36 @@ mod tests {
         assert_eq!(Advance::off().lead(100_000), NOT_TUNABLE);
         // On, from nothing: 0 is an advance too (it measures the path).
         assert_eq!(Advance::new(0, 50_000).lead(100_000), 0);
+    }
+
+    #[test]
+    fn an_entry_without_wait_out_converges_a_margin_ahead() {
+        // The path takes 40 us; entries that need no wait-out aim for the
+        // path plus a quarter, 50 us, from either side.
+        for start in [0, 20_000, 90_000] {
+            let a = Advance::new(start, 100_000);
+            let path = 40_000u64;
+            for _ in 0..64 {
+                let adv = a.ns();
+                if adv >= path {
+                    a.tune_ahead(adv, adv - path);
+                } else {
+                    // Late: measured as such.
+                    a.tune(adv, path - adv, 0);
+                }
+            }
+            assert!(a.ns().abs_diff(50_000) <= STEP, "{} from {start}", a.ns());
+        }
+        // Never past the bound, and an entry farther ahead than the bound
+        // is not an advance (the counter offset moved back).
+        let a = Advance::new(45_000, 50_000);
+        a.tune_ahead(45_000, 0);
+        assert_eq!(a.ns(), 50_000);
+        a.tune_ahead(50_000, 60_000);
+        assert_eq!(a.ns(), 50_000);
+        let off = Advance::off();
+        off.tune_ahead(0, 0);
+        assert_eq!(off.ns(), 0);
     }
 
     #[test]

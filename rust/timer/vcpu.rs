@@ -442,15 +442,17 @@ impl VcpuTimer {
             // on the CPU the vCPU blocked on, as it did the time before
             // (its wake timer's last two starts): a vCPU that the scheduler
             // moves is being balanced, and holding its CPU would cost the
-            // next move an IPI (the stopper's).  Not tuned:
-            // early costs no wait here, while an entry just before the
-            // deadline would find the guest still on its way back to WFI
-            // when the interrupt comes.  So the estimate grows on late
-            // entries and only a wait-out shrinks it.
+            // next move an IPI (the stopper's).  Early costs no wait here,
+            // but an entry just before the deadline would find the guest
+            // still on its way back to WFI when the interrupt comes: tuned
+            // to come a margin ahead (`Advance::tune_ahead`).
             p.set_wfi_trap(false);
             self.untrapped_at.store(p.host_cycles(), Ordering::Relaxed);
             self.stats.untrapped();
-            self.adv_used.store(NOT_TUNABLE, Ordering::Relaxed);
+            let used = self.adv_used.swap(NOT_TUNABLE, Ordering::Relaxed);
+            if used != NOT_TUNABLE {
+                self.advance.tune_ahead(used, waited_ns);
+            }
             return;
         }
         if waited_ns > 0 {

@@ -915,7 +915,8 @@ class MainTest(unittest.TestCase):
         booted = {c.args[1]: c.args[3]["argv"] for c in self.boot.call_args_list}
         self.assertEqual(booted["arm64-nvhe"][-4:],
                          ["-m", "vtimer,ptimer", "-o", "advance_max_ns=100000"])
-        self.assertEqual(booted["riscv-nosstc"][-2:], ["-m", "sbi"])
+        self.assertEqual(booted["riscv-nosstc"][-4:],
+                         ["-m", "sbi", "-o", "advance_max_ns=100000"])
         self.assertEqual(self.doc["meta"]["configs"]["arm64-nvhe"]["module_params"],
                          "advance_max_ns=100000")
         self.assertEqual(self.doc["meta"]["configs"]["arm64-ecv"]["modes"], ["vtimer", "ptimer"])

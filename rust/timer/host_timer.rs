@@ -105,7 +105,8 @@ impl HostTimer {
     /// start, nothing counted, and `false`.
     ///
     /// The caller follows the rule "cancel, change, start": the timer is
-    /// not queued and its callback does not run.
+    /// not queued and its callback does not run; or it is queued on this
+    /// CPU, whose interrupts are off, and the start replaces its expiry.
     pub fn start<H: HostClock>(&self, h: &H, stats: &Stats, at: u64) -> bool {
         let Some(at) = ktime(at) else {
             return false;

@@ -272,6 +272,8 @@ impl VcpuTimer {
         self.armed.store(true, Ordering::Release);
         let s = self.sample(p);
         let Some(ns) = self.expiry_ns(p, s, deadline) else {
+            // Never: no host timer (one still queued by a rearm stops).
+            self.cancel(p);
             self.adv_used.store(NOT_TUNABLE, Ordering::Relaxed);
             return;
         };
@@ -308,14 +310,17 @@ impl VcpuTimer {
     /// starts again, early or not by whether the vCPU blocks now ([`arm`]).
     /// Only on the CPU the timer was started on, with interrupts off (put
     /// from the scheduler, `pre_enter`): its callback cannot be running,
-    /// so the cancel does not wait.
+    /// so the start replaces the queued expiry in one operation (and one
+    /// programming of the CPU's timer), and a cancel, when nothing starts
+    /// again, does not wait.
     ///
     /// [`arm`]: Self::arm
     fn rearm<P: Platform>(&self, p: &P) {
-        self.cancel(p);
         let deadline = self.deadline();
         if self.armed() && self.entry.load(Ordering::Acquire) != deadline {
             self.arm(p, deadline);
+        } else {
+            self.cancel(p);
         }
     }
 

@@ -1106,6 +1106,29 @@ fn advance_wakes_a_blocked_vcpu_early_and_its_timer_fires_at_the_deadline() {
     }
 }
 
+/// A vCPU woken with the advance but back on another CPU than its wake
+/// timer's (moved while it slept) waits out its deadline as any other, but
+/// does not tune the estimate: that wakeup's path is not the one it is for.
+#[test]
+fn a_wakeup_on_another_cpu_does_not_tune_the_advance() {
+    for phys in [Placement::Direct, Placement::Emulated] {
+        let (sim, t, _, host) = armed(phys, Which::Virt, 100_000);
+        block(&sim, &t);
+        fire_once(&sim, &t);
+        assert_eq!(sim.woken.get(), 1, "{phys:?}");
+        sim.now.set(sim.now.get() + 5_000);
+        sim.cpu.set(sim.cpu.get() + 1);
+        t.load(&sim);
+        assert!(t.pending(&sim), "{phys:?}");
+        assert_eq!((sim.spins.get(), sim.now.get()), (15_000, host), "{phys:?}");
+        assert_eq!(
+            t.advance().ns(),
+            20_000,
+            "{phys:?}: tuned by a moved wakeup"
+        );
+    }
+}
+
 #[test]
 fn advance_converges_to_the_wakeup_path_from_both_sides() {
     for phys in [Placement::Direct, Placement::Emulated] {

@@ -794,8 +794,11 @@ fn sstc_early_wakeup_enters_with_wfi_untrapped() {
         let st = t.stats().snapshot();
         assert_eq!((st.irqs, st.early), (1, 0), "{untrap}");
         if !untrap {
-            // It waited 15 us: the estimate shrinks by half of that.
-            assert_eq!(t.advance().ns(), 20_000 - 7_500);
+            // It waited 15 us: the estimate shrinks by half of that; not
+            // for a wakeup on another CPU than its timer's, whose path is
+            // not the one the estimate is for.
+            let tuned = if moved { 20_000 } else { 20_000 - 7_500 };
+            assert_eq!(t.advance().ns(), tuned, "{ok} {moved}");
             assert!(sim.wfi_trap.get());
             assert_eq!((sim.spins.get(), st.spin_ns), (150, 15_000));
             assert_eq!((st.untrapped, st.late[0]), (0, 1));

@@ -652,11 +652,14 @@ impl El1Timers {
     /// The vCPU is back, loaded, after its host timer woke it with the
     /// advance: how early or late it is for the deadline it was woken for
     /// tunes the estimate (`used` went into the wake, the path took
-    /// `used + late - early`).  A vCPU woken otherwise measures nothing.
+    /// `used + late - early`).  A vCPU woken otherwise measures nothing,
+    /// nor one back on another CPU than its timer's: the scheduler moved
+    /// it while it slept, and that wakeup's path (an IPI to the new CPU)
+    /// is not the one the estimate is for.
     fn back<P: Platform>(&self, p: &P) {
         let used = self.adv_used.swap(NOT_TUNABLE, Ordering::Relaxed);
         let target = self.entry.load(Ordering::Relaxed);
-        if used == NOT_TUNABLE || target == NO_ENTRY {
+        if used == NOT_TUNABLE || target == NO_ENTRY || !self.host.started_here(p) {
             return;
         }
         let (late_ns, early_ns) = advance::distance(self.clock, p.counter(), target);

@@ -420,7 +420,8 @@ impl VcpuTimer {
             // read, and ns only to tune.
             self.stats.late(now - deadline);
             let used = self.adv_used.swap(NOT_TUNABLE, Ordering::Relaxed);
-            if used != NOT_TUNABLE {
+            if used != NOT_TUNABLE && self.host.started_here(p) {
+                // Tuned only by a wakeup on its timer's CPU (see below).
                 let late_ns = self.clock.cycles_to_ns_ceil(now - deadline);
                 self.advance.tune(used, late_ns, 0);
             }
@@ -472,8 +473,13 @@ impl VcpuTimer {
         }
         self.stats
             .late(self.guest_cycles(p).saturating_sub(deadline));
+        // The estimate is the path of a wakeup on the timer's CPU.  One
+        // on another (the scheduler moved the thread while it slept) goes
+        // through an IPI to the new CPU: tuned by those too, the estimate
+        // would sit between the two paths, and every wakeup on the timer's
+        // CPU would wait the difference with interrupts off.
         let used = self.adv_used.swap(NOT_TUNABLE, Ordering::Relaxed);
-        if used != NOT_TUNABLE {
+        if used != NOT_TUNABLE && self.host.started_here(p) {
             self.advance.tune(used, late_ns, waited_ns);
         }
     }

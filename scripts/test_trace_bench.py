@@ -54,5 +54,25 @@ class TraceTest(unittest.TestCase):
                          [("vtimer", "sbi", "migrate", 0, [])])
 
 
+class EventsTest(unittest.TestCase):
+    def test_more_events_once_each_after_the_default(self):
+        ev = tb.event_list("workqueue/workqueue_execute_start, sched/sched_switch")
+        self.assertEqual(ev, tb.EVENTS + ["workqueue/workqueue_execute_start"])
+        self.assertEqual(tb.event_list(""), tb.EVENTS)
+        with self.assertRaises(SystemExit):
+            tb.event_list("workqueue")
+
+    def test_steps_enable_the_given_events(self):
+        test = {"id": "trace.bench", "timeout": 10, "argv": ["kvt_bench"]}
+        cmds = [c for _, c in tb.steps(test, False, ["workqueue/workqueue_queue_work"])]
+        enabled = [c for c in cmds if c.endswith("/enable 1")]
+        self.assertEqual(enabled, [f"write {tb.TRACEFS}/events/workqueue/"
+                                   "workqueue_queue_work/enable 1"])
+        self.assertEqual(len([c for c in cmds if c.endswith("/enable 1")
+                              and "sched_switch" in c]), 0)
+        default = [c for _, c in tb.steps(test, False) if c.endswith("/enable 1")]
+        self.assertEqual(len(default), len(tb.EVENTS))
+
+
 if __name__ == "__main__":
     unittest.main()

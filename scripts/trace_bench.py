@@ -2,13 +2,14 @@
 # SPDX-License-Identifier: GPL-2.0
 """Trace the emulated host through a benchmark run.
 
-    trace_bench.py [--mode M] [--workload W] [--reps N] [--gap-ms MS] CONFIG
+    trace_bench.py [--mode M] [--workload W] [--reps N] [--gap-ms MS]
+                   [--events SUBSYS/EVENT,...] CONFIG
 
 Boots CONFIG (a RISC-V config of selftests/plan.toml) with the "trace"
 kernel variant (configs/trace.config), turns on the host's scheduler,
-hrtimer, IPI, interrupt and KVM entry/exit events, runs kvt_bench with one
-workload and timer mode (both backends, REPS repetitions), and dumps the
-trace.  It then reports every stretch longer than MS between two guest
+hrtimer, IPI, interrupt and KVM entry/exit events (and --events), runs
+kvt_bench with one workload and timer mode (both backends, REPS
+repetitions), and dumps the trace.  It then reports every stretch longer than MS between two guest
 entries of a vCPU thread, with what every host CPU did meanwhile: where a
 late interrupt's time went (Documentation/benchmarks.rst, "migrate
 outliers").  Outputs in build/trace-CONFIG/: console.log (the trace),
@@ -98,12 +99,22 @@ def late_runs(console, min_ms):
     return out
 
 
-def steps(test, kvm_module):
+def event_list(extra=""):
+    """EVENTS and the comma-separated EXTRA ("subsystem/event"), once
+    each, in that order."""
+    more = [e.strip() for e in extra.split(",") if e.strip()]
+    for e in more:
+        if not re.fullmatch(r"\w+/\w+", e):
+            raise SystemExit(f"trace_bench: {e!r} is not subsystem/event")
+    return list(dict.fromkeys(EVENTS + more))
+
+
+def steps(test, kvm_module, events=None):
     """The plan: the host's own setup (kvt.plan_steps(): kvm.ko), the
-    events, kvt_bench traced, then the dump."""
+    events (default EVENTS), kvt_bench traced, then the dump."""
     s = [st for st in kvt.plan_steps([], kvm_module) if st[0] and st[0].startswith("host.")]
     s += [(None, f"write {TRACEFS}/buffer_size_kb {BUFFER_KB}")]
-    s += [(None, f"write {TRACEFS}/events/{ev}/enable 1") for ev in EVENTS]
+    s += [(None, f"write {TRACEFS}/events/{ev}/enable 1") for ev in events or EVENTS]
     s += [(None, f"write {TRACEFS}/tracing_on 1"),
           (test["id"], f"run {test['timeout']} {test['id']} /bin/{' '.join(test['argv'])}"),
           (None, f"write {TRACEFS}/tracing_on 0"),
@@ -121,7 +132,11 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=3, help="kvt_bench -r (default 3)")
     ap.add_argument("--gap-ms", type=float, default=10.0,
                     help="report stretches between guest entries longer than this")
+    ap.add_argument("--events", default="",
+                    help="more trace events, comma-separated subsystem/event, e.g. "
+                         "workqueue/workqueue_execute_start (what preempted a vCPU thread)")
     args = ap.parse_args(argv)
+    events = event_list(args.events)
     plan = kvt.load_plan()
     cfg = plan["config"].get(args.config)
     if not cfg or cfg["arch"] != "riscv":
@@ -131,7 +146,7 @@ def main(argv=None):
                      "-m", args.mode, "-w", args.workload]}
     prepared = kvt.prepare(cfg["arch"], [test], "trace")
     outdir = kvt.BUILD / f"trace-{args.config}"
-    steps_ = steps(test, "kvm.ko" in prepared[3])
+    steps_ = steps(test, "kvm.ko" in prepared[3], events)
     b = kvt.boot(plan, args.config, prepared, [test], steps=steps_, outdir=outdir)
     bad = [r for r in b.results if r.status != "pass"]
     console = b.log_path.read_text(errors="replace").splitlines()

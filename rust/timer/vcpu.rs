@@ -342,6 +342,18 @@ impl VcpuTimer {
         }
     }
 
+    /// Take the advance of the delivery now at guest entry, for tuning:
+    /// `None` if it had none, or if the vCPU is not on the CPU its host
+    /// timer was started on.  The estimate is the path of a wakeup on the
+    /// timer's CPU; one on another (the scheduler moved the thread while it
+    /// slept) goes through an IPI to the new CPU, and tuned by those too
+    /// the estimate would sit between the two paths, so that every wakeup
+    /// on the timer's CPU waited the difference with interrupts off.
+    fn take_tunable<P: Platform>(&self, p: &P) -> Option<u64> {
+        let used = self.adv_used.swap(NOT_TUNABLE, Ordering::Relaxed);
+        (used != NOT_TUNABLE && self.host.started_here(p)).then_some(used)
+    }
+
     /// SBI TIME `set_timer(deadline)` from the guest.
     pub fn set_timer<P: Platform>(&self, p: &P, deadline: u64) {
         match self.mode {
@@ -419,9 +431,7 @@ impl VcpuTimer {
             // its deadline), on the path the guest waits on: one counter
             // read, and ns only to tune.
             self.stats.late(now - deadline);
-            let used = self.adv_used.swap(NOT_TUNABLE, Ordering::Relaxed);
-            if used != NOT_TUNABLE && self.host.started_here(p) {
-                // Tuned only by a wakeup on its timer's CPU (see below).
+            if let Some(used) = self.take_tunable(p) {
                 let late_ns = self.clock.cycles_to_ns_ceil(now - deadline);
                 self.advance.tune(used, late_ns, 0);
             }
@@ -455,8 +465,7 @@ impl VcpuTimer {
             p.set_wfi_trap(false);
             self.untrapped_at.store(p.host_cycles(), Ordering::Relaxed);
             self.stats.untrapped();
-            let used = self.adv_used.swap(NOT_TUNABLE, Ordering::Relaxed);
-            if used != NOT_TUNABLE {
+            if let Some(used) = self.take_tunable(p) {
                 self.advance.tune_ahead(used, waited_ns);
             }
             return;
@@ -473,13 +482,7 @@ impl VcpuTimer {
         }
         self.stats
             .late(self.guest_cycles(p).saturating_sub(deadline));
-        // The estimate is the path of a wakeup on the timer's CPU.  One
-        // on another (the scheduler moved the thread while it slept) goes
-        // through an IPI to the new CPU: tuned by those too, the estimate
-        // would sit between the two paths, and every wakeup on the timer's
-        // CPU would wait the difference with interrupts off.
-        let used = self.adv_used.swap(NOT_TUNABLE, Ordering::Relaxed);
-        if used != NOT_TUNABLE && self.host.started_here(p) {
+        if let Some(used) = self.take_tunable(p) {
             self.advance.tune(used, late_ns, waited_ns);
         }
     }

@@ -720,9 +720,7 @@ fn advance_delivers_at_the_deadline_and_not_before() {
 
     // The vCPU blocks: the host timer moves 200 ticks early, fires and
     // wakes it, but the interrupt is not raised before the deadline.
-    sim.blocking.set(true);
-    t.put(&sim);
-    sim.loaded.set(false);
+    block(&sim, &t);
     let (ns, _) = sim.timer.get().expect("host timer armed");
     assert_eq!(ns + 20_000, d_ns);
     sim.advance(&t, 100_000 - 150);
@@ -732,10 +730,7 @@ fn advance_delivers_at_the_deadline_and_not_before() {
     assert_eq!(t.get_reg(&sim, Reg::State), STATE_ON);
 
     // Guest entry waits out the last 150 ticks, then raises it.
-    sim.loaded.set(true);
-    sim.blocking.set(false);
-    t.load(&sim);
-    t.pre_enter(&sim);
+    enter(&sim, &t);
     assert!(sim.irq.get());
     assert_eq!(*sim.raises.borrow(), vec![(d, d)]);
     let st = t.stats().snapshot();
@@ -759,14 +754,19 @@ fn woken_early(untrap_ok: bool) -> (Sim, VcpuTimer, u64) {
     t.load(&sim);
     let d = sim.guest() + 100_000;
     t.set_timer(&sim, d);
-    sim.blocking.set(true);
-    t.put(&sim);
-    sim.loaded.set(false);
+    block(&sim, &t);
     sim.advance(&t, 100_000 - 150);
     (sim, t, d)
 }
 
-/// Load the vCPU woken by `woken_early` and enter.
+/// The vCPU blocks in WFI: put from the scheduler, no longer loaded.
+fn block(sim: &Sim, t: &VcpuTimer) {
+    sim.blocking.set(true);
+    t.put(sim);
+    sim.loaded.set(false);
+}
+
+/// The vCPU is back: loaded, not blocking, and enters the guest.
 fn enter(sim: &Sim, t: &VcpuTimer) {
     sim.loaded.set(true);
     sim.blocking.set(false);
@@ -878,15 +878,10 @@ fn advance_estimate_grows_when_entry_is_late() {
     t.load(&sim);
     let d = sim.guest() + 10_000;
     t.set_timer(&sim, d);
-    sim.blocking.set(true);
-    t.put(&sim);
-    sim.loaded.set(false);
+    block(&sim, &t);
     // Woken at the deadline, entered 30 us (300 ticks) later.
     sim.advance(&t, 10_000 + 300);
-    sim.loaded.set(true);
-    sim.blocking.set(false);
-    t.load(&sim);
-    t.pre_enter(&sim);
+    enter(&sim, &t);
     let st = t.stats().snapshot();
     assert_eq!((st.irqs, st.wakeups, st.cancels), (1, 1, 0));
     assert_eq!(st.late[9], 1, "300 ticks late: bucket 256..512");
@@ -907,17 +902,12 @@ fn a_deadline_nearer_than_the_advance_fires_once_and_tunes_it() {
         let d = sim.guest() + 50;
         sim.deadline_seen.set(d);
         t.set_timer(&sim, d);
-        sim.blocking.set(true);
-        t.put(&sim);
-        sim.loaded.set(false);
+        block(&sim, &t);
         sim.advance(&t, 30);
         assert_eq!(sim.fires.get(), 1, "{mode:?}: host timer callbacks");
         assert!(sim.kicks.get() >= 1, "{mode:?}: blocked vCPU not woken");
         assert!(t.pending(&sim), "{mode:?}: the delivery must end WFI");
-        sim.loaded.set(true);
-        sim.blocking.set(false);
-        t.load(&sim);
-        t.pre_enter(&sim);
+        enter(&sim, &t);
         assert_eq!(sim.guest(), d, "{mode:?}: entered at the deadline");
         assert_eq!(
             t.advance().ns(),
@@ -961,15 +951,10 @@ fn a_vcpu_woken_before_its_early_timer_runs_to_the_deadline() {
     let d_ns = sim.ns_at(d.wrapping_sub(sim.delta.get()));
     sim.deadline_seen.set(d);
     t.set_timer(&sim, d);
-    sim.blocking.set(true);
-    t.put(&sim);
-    sim.loaded.set(false);
+    block(&sim, &t);
     assert_eq!(sim.timer.get().map(|(ns, _)| ns + 20_000), Some(d_ns));
     sim.advance(&t, 100_000 - 500);
-    sim.loaded.set(true);
-    sim.blocking.set(false);
-    t.load(&sim);
-    t.pre_enter(&sim);
+    enter(&sim, &t);
     assert_eq!(sim.timer.get().map(|(ns, _)| ns), Some(d_ns));
     sim.advance(&t, 500);
     assert_eq!(*sim.raises.borrow(), vec![(d, d)]);

@@ -142,6 +142,12 @@ def run_module_ns(run, key):
     return (run.get("module") or {}).get(key)
 
 
+def add_known(total, x):
+    """TOTAL + X, where None (a run without the figure) makes the sum
+    unknown for good."""
+    return None if total is None or x is None else total + x
+
+
 def summarize_group(runs):
     """One (config, workload, backend): lateness pooled over the reps, the
     counters per interrupt, and the per-rep spread."""
@@ -170,13 +176,11 @@ def summarize_group(runs):
         else:
             starts += r["hrtimer_starts"]
             cancels += r["hrtimer_cancels"]
-        rs, ru = run_module_ns(r, "spin_ns"), run_module_ns(r, "untrapped_ns")
-        spin_ns = None if rs is None or spin_ns is None else spin_ns + rs
-        untrapped_ns = None if ru is None or untrapped_ns is None else untrapped_ns + ru
+        spin_ns = add_known(spin_ns, run_module_ns(r, "spin_ns"))
+        untrapped_ns = add_known(untrapped_ns, run_module_ns(r, "untrapped_ns"))
         th = r.get("thread") or {}
-        tr, tw = th.get("run_ns"), th.get("wait_ns")
-        thread_run = None if tr is None or thread_run is None else thread_run + tr
-        thread_wait = None if tw is None or thread_wait is None else thread_wait + tw
+        thread_run = add_known(thread_run, th.get("run_ns"))
+        thread_wait = add_known(thread_wait, th.get("wait_ns"))
         reps.append({"rep": r.get("rep"), "p50": percentile(rl, 50),
                      "p99": percentile(rl, 99), "max": max(rl) if rl else None,
                      "early": run_early(r),

@@ -457,14 +457,13 @@ static void read_schedstat(void)
 static void *vcpu_main(void *arg)
 {
 	struct ucall uc;
+	bool done;
 
-	while (!kvt_vcpu_run_intr(vcpu)) {
-		if (READ_ONCE(vcpu_abandoned)) {
-			read_schedstat();
-			return NULL;
-		}
-	}
+	while (!(done = kvt_vcpu_run_intr(vcpu)) && !READ_ONCE(vcpu_abandoned))
+		;
 	read_schedstat();
+	if (!done)
+		return NULL;
 	assert_on_unhandled_exception(vcpu);
 	kvt_get_ucall(vcpu, &uc, BIT_ULL(UCALL_DONE));
 	return NULL;

@@ -9,11 +9,12 @@ Boots CONFIG (a RISC-V config of selftests/plan.toml) with the "trace"
 kernel variant (configs/trace.config), turns on the host's scheduler,
 hrtimer, IPI, interrupt and KVM entry/exit events (and --events), runs
 kvt_bench with one workload and timer mode (both backends, REPS
-repetitions), and dumps the trace.  It then reports every stretch longer than MS between two guest
-entries of a vCPU thread, with what every host CPU did meanwhile: where a
-late interrupt's time went (Documentation/benchmarks.rst, "migrate
-outliers").  Outputs in build/trace-CONFIG/: console.log (the trace),
-report.txt (the runs' late interrupts and the stretches).
+repetitions), and dumps the trace.  It then reports every stretch longer
+than MS between two guest entries of a vCPU thread, with what every host
+CPU did meanwhile: where a late interrupt's time went
+(Documentation/benchmarks.rst, "migrate outliers").  Outputs in
+build/trace-CONFIG/: console.log (the trace), report.txt (the runs' late
+interrupts and the stretches).
 """
 
 import argparse

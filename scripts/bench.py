@@ -311,7 +311,7 @@ RATIO_COLS = (
     ("hrtimer ops/irq", lambda s: s["hrtimer_ops_per_irq"]),
     ("spin us/irq", lambda s: s["spin_us_per_irq"]),
     ("untrapped us/irq", lambda s: s["untrapped_us_per_irq"]),
-    ("thread us/irq", lambda s: s.get("thread_us_per_irq")),
+    ("thread us/irq", lambda s: s["thread_us_per_irq"]),
 )
 
 

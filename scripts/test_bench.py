@@ -360,6 +360,25 @@ class GoalTest(unittest.TestCase):
         self.assertIn("ours 401 vs in-tree 400", g[(0, "riscv-sstc", "sbi")]["detail"])
         self.assertEqual(self.status(g, 0, "riscv-sstc", "sstc"), "met")
 
+    def test_busy_gap_spin_per_deadline(self):
+        # The module's spin in kvt_busy_gap (ns, per mode) is the guest's
+        # time lost to the advance: per deadline over the reps that carry
+        # it; the in-tree timer's record has null (it cannot spin).
+        gaps = [gap("intree", "sbi", 400) | {"spin_ns": None},
+                gap("vtimer", "sbi", 300) | {"spin_ns": 30_000},
+                gap("vtimer", "sbi", 350, rep=1) | {"spin_ns": 10_000}]
+        gsum = bench.summarize_gaps(gaps)
+        self.assertEqual(gsum[("riscv-sstc", "sbi", "vtimer")]["spin_us_per_deadline"], 0.2)
+        self.assertIsNone(gsum[("riscv-sstc", "sbi", "intree")]["spin_us_per_deadline"])
+        head, body = bench.gap_cells(gsum)
+        self.assertEqual(body[0][head.index("spin us/deadline")], "0.2/0")
+        g = evaluate(good_runs()[0], gaps)
+        self.assertIn("ours spun 0.2 us per deadline", g[(0, "riscv-sstc", "sbi")]["detail"])
+        # Records from before the figure: not shown.
+        gsum = bench.summarize_gaps([gap("intree", "sbi", 400), gap("vtimer", "sbi", 300)])
+        head, body = bench.gap_cells(gsum)
+        self.assertEqual(body[0][head.index("spin us/deadline")], "-/0")
+
     def test_arm64_busy_gap(self):
         # kvt_busy_gap runs on arm64 too, one line per EL1 timer, its modes
         # those of the configs' bench_modes: goal 0 is judged as on RISC-V.

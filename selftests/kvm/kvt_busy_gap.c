@@ -43,13 +43,17 @@
  * One line per mode:
  *
  *   # kvt-busy-gap {"backend": "vtimer", "mode": "sbi", "hz": ..., "deadlines": ...,
- *                   "gap_max": ..., "gap_p50": ..., "early": ...}
+ *                   "gap_max": ..., "gap_p50": ..., "early": ...,
+ *                   "spin_ns": ...}
  *
  * with the largest and the median (nearest rank) of the per-deadline
  * gaps, in ticks of the counter ("hz": the time CSR's frequency on RISC-V,
- * CNTFRQ_EL0 on arm64), and "early": the deadlines whose interrupt was
- * pending before them.  It fails only on what must hold anywhere: the
- * interrupt is never pending before its deadline, and it comes.  KVM's own
+ * CNTFRQ_EL0 on arm64), "early": the deadlines whose interrupt was
+ * pending before them, and "spin_ns": the time kvm_vtimer's vCPU waited
+ * before guest entry for a deadline in that mode (its debugfs counter;
+ * null with KVM's own timer), time the guest did not run.  It fails only
+ * on what must hold anywhere: the interrupt is never pending before its
+ * deadline, and it comes.  KVM's own
  * timer breaks the first with SBI set_timer on a host with Sstc (a
  * preemption between the call and the next entry restores the previous
  * deadline: Documentation/riscv.rst), so with it loaded an early interrupt
@@ -280,6 +284,7 @@ static void guest_code(void)
 			gaps[mode][i] = busy_through(mode, guest_now(mode) +
 						     usec_to_cycles(period_us));
 		guest_stop(mode);
+		GUEST_SYNC(mode);
 	}
 	GUEST_DONE();
 }
@@ -291,7 +296,31 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static void report(int mode, const char *backend, u64 hz)
+/*
+ * kvm_vtimer's spin_ns of @vm so far: the time its vCPU waited before guest
+ * entry for a deadline (the advance's cost); false if the VM has no such
+ * file (KVM's own timer).
+ */
+static bool module_spin_ns(struct kvm_vm *vm, u64 *ns)
+{
+	FILE *f = kvt_vtimer_fopen(vm);
+	char line[1024];
+	bool found = false;
+
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f)) {
+		if (!strncmp(line, "total ", 6)) {
+			*ns = kvt_vtimer_field(line, "spin_ns");
+			found = true;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+static void report(int mode, const char *backend, u64 hz, bool has_spin,
+		   u64 spin_ns)
 {
 	u64 sorted[MAX_DEADLINES];
 
@@ -300,9 +329,13 @@ static void report(int mode, const char *backend, u64 hz)
 	/* Nearest rank: the smallest with half of them at or below it. */
 	printf("# kvt-busy-gap {\"backend\": \"%s\", \"mode\": \"%s\", \"hz\": %lu, ",
 	       backend, mode_names[mode], hz);
-	printf("\"deadlines\": %lu, \"gap_max\": %lu, \"gap_p50\": %lu, \"early\": %lu}\n",
+	printf("\"deadlines\": %lu, \"gap_max\": %lu, \"gap_p50\": %lu, \"early\": %lu, ",
 	       nr_deadlines, sorted[nr_deadlines - 1],
 	       sorted[(nr_deadlines + 1) / 2 - 1], early[mode]);
+	if (has_spin)
+		printf("\"spin_ns\": %lu}\n", spin_ns);
+	else
+		printf("\"spin_ns\": null}\n");
 	fflush(stdout);
 }
 
@@ -313,6 +346,8 @@ int main(int argc, char *argv[])
 	struct kvm_vm *vm;
 	struct ucall uc;
 	cpu_set_t set;
+	u64 spin_ns[NR_MODES] = { 0 }, spun = 0, now;
+	bool has_spin;
 	int opt, mode;
 
 	while ((opt = getopt(argc, argv, "n:p:")) != -1) {
@@ -351,13 +386,24 @@ int main(int argc, char *argv[])
 	sync_global_to_guest(vm, period_us);
 	sync_global_to_guest(vm, count_early);
 
-	TEST_ASSERT_EQ(kvt_vcpu_run_watched(vcpu, &uc, "busy-wait"), UCALL_DONE);
+	/* After each mode, a sync: what the module spun in it. */
+	has_spin = module_spin_ns(vm, &spun);
+	while (kvt_vcpu_run_watched(vcpu, &uc, "busy-wait") == UCALL_SYNC) {
+		mode = uc.args[1];
+		TEST_ASSERT(mode >= 0 && mode < NR_MODES, "sync of mode %d", mode);
+		if (has_spin && module_spin_ns(vm, &now)) {
+			spin_ns[mode] = now - spun;
+			spun = now;
+		}
+	}
+	TEST_ASSERT_EQ(uc.cmd, UCALL_DONE);
 
 	sync_global_from_guest(vm, gaps);
 	sync_global_from_guest(vm, early);
 	for (mode = 0; mode < NR_MODES; mode++)
 		if (has_mode(mode))
-			report(mode, backend, host_hz());
+			report(mode, backend, host_hz(), has_spin,
+			       spin_ns[mode]);
 	host_note_modes();
 
 	kvt_timer_vm_free(vm);

@@ -36,7 +36,8 @@ struct kvt_stats {
 	u64 starts;
 	u64 cancels;
 	u64 migrations;
-	u64 advance_ns;
+	u64 advance_ns;		/* a blocked vCPU's wakeup path */
+	u64 running_advance_ns;	/* a running vCPU's delivery path (SBI) */
 	u64 spin_ns;		/* waited for deadlines before guest entry */
 	u64 untrapped;		/* entries with WFI untrapped (direct_wfi) */
 	u64 untrapped_ns;	/* from those entries to the next exit */
@@ -65,6 +66,7 @@ void kvt_preempt_enable(void);
 void *kvt_vcpu_priv(struct kvm_vcpu *vcpu);
 void kvt_vcpu_set_priv(struct kvm_vcpu *vcpu, void *priv);
 bool kvt_vcpu_is_blocking(struct kvm_vcpu *vcpu);
+bool kvt_vcpu_running_here(struct kvm_vcpu *vcpu);
 enum kvt_kick kvt_kick_kind(struct kvm_vcpu *vcpu);
 enum kvt_kick kvt_vcpu_kick(struct kvm_vcpu *vcpu);
 void kvt_vcpu_wake_up(struct kvm_vcpu *vcpu);

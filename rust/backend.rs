@@ -123,8 +123,13 @@ impl<S: HasHrTimer<S> + Send + Sync> PerVcpu<S> {
     }
 }
 
-/// The C statistics of a vCPU: `st` and the advance estimate.
-pub(crate) fn c_stats(st: &Snapshot, advance_ns: u64) -> bindings::kvt_stats {
+/// The C statistics of a vCPU: `st` and the two advance estimates (a
+/// blocked vCPU's wakeup, a running one's delivery).
+pub(crate) fn c_stats(
+    st: &Snapshot,
+    advance_ns: u64,
+    running_advance_ns: u64,
+) -> bindings::kvt_stats {
     bindings::kvt_stats {
         irqs: st.irqs,
         early: st.early,
@@ -134,6 +139,7 @@ pub(crate) fn c_stats(st: &Snapshot, advance_ns: u64) -> bindings::kvt_stats {
         cancels: st.cancels,
         migrations: st.migrations,
         advance_ns,
+        running_advance_ns,
         spin_ns: st.spin_ns,
         untrapped: st.untrapped,
         untrapped_ns: st.untrapped_ns,

@@ -89,6 +89,15 @@ impl Vcpu {
         // `kvm_vcpu_is_blocking()` reads a flag (`rcuwait_active()`).
         unsafe { bindings::kvt_vcpu_is_blocking(self.as_ptr()) }
     }
+
+    /// Whether the vCPU is loaded on this CPU, its thread the one running
+    /// here (`kvm_get_running_vcpu()`).
+    #[cfg(CONFIG_RISCV)]
+    pub(crate) fn is_running_here(&self) -> bool {
+        // SAFETY: by the type invariant the vCPU is live; the helper only
+        // compares its address with this CPU's `kvm_running_vcpu`.
+        unsafe { bindings::kvt_vcpu_running_here(self.as_ptr()) }
+    }
 }
 
 /// The vCPU of an op that KVM runs on the thread that holds the vCPU.

@@ -46,6 +46,12 @@ pub(crate) trait TimerLogic: Sized + Send + Sync + 'static {
 
     /// The vCPU's timer advance ([`new_advance`] made it).
     fn advance(&self) -> &Advance;
+
+    /// The estimate of a running vCPU's delivery path, in ns (0 where the
+    /// architecture has none).
+    fn running_advance_ns(&self) -> u64 {
+        0
+    }
 }
 
 /// The timer advance estimate new vCPUs start from: the last one a
@@ -144,7 +150,11 @@ impl<L: HostedLogic> VcpuState<L> {
 
     /// The statistics, as the C `struct kvt_stats`.
     fn c_stats(&self) -> bindings::kvt_stats {
-        c_stats(&self.logic.stats().snapshot(), self.logic.advance().ns())
+        c_stats(
+            &self.logic.stats().snapshot(),
+            self.logic.advance().ns(),
+            self.logic.running_advance_ns(),
+        )
     }
 
     /// Run `f` on the logic of the vCPU of `op`, with its [`Host`];

@@ -78,6 +78,7 @@ static void kvt_stats_print(struct seq_file *m, int id,
 		   s->irqs, s->early, s->wakeups, s->ipis);
 	seq_printf(m, " starts=%llu cancels=%llu migrations=%llu advance_ns=%llu",
 		   s->starts, s->cancels, s->migrations, s->advance_ns);
+	seq_printf(m, " running_advance_ns=%llu", s->running_advance_ns);
 	seq_printf(m, " spin_ns=%llu untrapped=%llu untrapped_ns=%llu",
 		   s->spin_ns, s->untrapped, s->untrapped_ns);
 	for (i = 0; i < KVT_LATE_BUCKETS; i++)
@@ -113,6 +114,8 @@ static int kvt_stats_show(struct seq_file *m, void *unused)
 		total.cancels += s.cancels;
 		total.migrations += s.migrations;
 		total.advance_ns = max(total.advance_ns, s.advance_ns);
+		total.running_advance_ns = max(total.running_advance_ns,
+					       s.running_advance_ns);
 		total.spin_ns += s.spin_ns;
 		total.untrapped += s.untrapped;
 		total.untrapped_ns += s.untrapped_ns;
@@ -195,6 +198,17 @@ void kvt_preempt_enable(void)
 bool kvt_vcpu_is_blocking(struct kvm_vcpu *vcpu)
 {
 	return kvm_vcpu_is_blocking(vcpu);
+}
+
+/*
+ * Whether @vcpu is loaded on this CPU, its thread the one that runs here:
+ * kvm_running_vcpu is set from vcpu_load()/kvm_sched_in() to
+ * vcpu_put()/kvm_sched_out().  From an interrupt, that it interrupted the
+ * vCPU's thread.
+ */
+bool kvt_vcpu_running_here(struct kvm_vcpu *vcpu)
+{
+	return kvm_get_running_vcpu() == vcpu;
 }
 
 /*

@@ -48,6 +48,10 @@ impl TimerLogic for VcpuTimer {
     fn advance(&self) -> &Advance {
         VcpuTimer::advance(self)
     }
+
+    fn running_advance_ns(&self) -> u64 {
+        self.running_advance().ns()
+    }
 }
 
 impl Platform for Host<'_> {
@@ -120,6 +124,10 @@ impl Platform for Host<'_> {
 
     fn is_blocking(&self) -> bool {
         self.vcpu().is_blocking()
+    }
+
+    fn running_here(&self) -> bool {
+        self.vcpu().is_running_here()
     }
 
     fn relax(&self) {

@@ -23,6 +23,12 @@
 //! and the guest's way back to its WFI, which the host does not see: it
 //! tunes towards the path plus a margin ([`Advance::tune_ahead`]).
 //!
+//! A running vCPU, which the host timer takes out of the guest, must not
+//! wait at all: a wait-out would be time taken from a guest that could have
+//! run.  Its estimate (a second one, of that shorter path) tunes towards
+//! the path less a margin ([`Advance::tune_behind`]), so that it comes that
+//! much after the deadline and the path's jitter stays within it.
+//!
 //! Both moves are bounded by the maximum and skip outliers (a measurement
 //! beyond the maximum: the vCPU was preempted, or its deadline moved), so
 //! the estimate converges to the path's length and never exceeds the bound.
@@ -48,6 +54,16 @@ pub const STEP: u64 = 2;
 /// The margin of an entry without a wait-out ([`Advance::tune_ahead`]):
 /// a quarter of the path's length.
 pub const MARGIN_SHARE: u64 = 4;
+
+/// The margin of a running vCPU's delivery ([`Advance::tune_behind`]): an
+/// eighth of the path's length.
+pub const BEHIND_SHARE: u64 = 8;
+
+/// How slowly a running vCPU's estimate grows ([`Advance::tune_behind`]):
+/// by this share of a late entry's excess.  A late outlier (the host's own
+/// tick just before the host timer) would otherwise have the next entries
+/// wait; a wait shrinks the estimate by [`STEP`] as usual.
+pub const BEHIND_GROWTH: u64 = 8;
 
 /// The per-vCPU advance estimate.
 ///
@@ -133,15 +149,36 @@ impl Advance {
         self.toward(path.saturating_add(path / MARGIN_SHARE));
     }
 
+    /// Feedback from a delivery to a running vCPU, which its host timer took
+    /// out of the guest: fired `used_ns` before the deadline, it reached
+    /// guest entry `late_ns` after it, or had to wait `waited_ns` for it.
+    /// That wait is taken from the guest, so the estimate moves towards the
+    /// path less a [`BEHIND_SHARE`] of it: such entries come that much
+    /// after the deadline, and the wait stays 0 while the path varies
+    /// within the margin.  Up only by [`BEHIND_GROWTH`] of the difference.
+    /// Only the vCPU thread calls this.
+    pub fn tune_behind(&self, used_ns: u64, late_ns: u64, waited_ns: u64) {
+        if !self.enabled() || late_ns > self.max_ns || waited_ns > self.max_ns {
+            return;
+        }
+        let path = used_ns.saturating_add(late_ns).saturating_sub(waited_ns);
+        self.toward_by(path - path / BEHIND_SHARE, BEHIND_GROWTH);
+    }
+
     /// Move the estimate `1 / STEP` of the way towards `path`, within the
     /// bound; an estimate of 0 (nothing learnt: a new vCPU without a seed)
     /// takes the first measurement whole.
     fn toward(&self, path: u64) {
+        self.toward_by(path, STEP);
+    }
+
+    /// [`Self::toward`], up by `1 / up` of the difference.
+    fn toward_by(&self, path: u64, up: u64) {
         let cur = self.ns();
         let next = if cur == 0 {
             path
         } else if path > cur {
-            cur.saturating_add((path - cur).div_ceil(STEP))
+            cur.saturating_add((path - cur).div_ceil(up))
         } else {
             cur - (cur - path) / STEP
         };
@@ -279,6 +316,48 @@ mod tests {
         assert_eq!(a.ns(), 50_000);
         let off = Advance::off();
         off.tune_ahead(0, 0);
+        assert_eq!(off.ns(), 0);
+    }
+
+    #[test]
+    fn a_running_delivery_converges_a_margin_behind() {
+        // The path takes 24 us; a running vCPU's entries aim an eighth of
+        // it after the deadline, at an estimate of 21 us, from either side
+        // and from nothing, and never wait once there.
+        for start in [0, 10_000, 40_000] {
+            let a = Advance::new(start, 50_000);
+            let path = 24_000u64;
+            let mut waited = 0;
+            for _ in 0..64 {
+                let adv = a.ns();
+                if adv > path {
+                    a.tune_behind(adv, 0, adv - path);
+                } else {
+                    a.tune_behind(adv, path - adv, 0);
+                }
+                waited = adv.saturating_sub(path);
+            }
+            assert!(a.ns().abs_diff(21_000) <= STEP, "{} from {start}", a.ns());
+            assert_eq!(waited, 0, "from {start}");
+        }
+        // A late outlier (40 us more) moves it up by an eighth only, and
+        // the waits after it shrink it by half each.
+        let a = Advance::new(0, 100_000);
+        a.tune_behind(0, 24_000, 0);
+        assert_eq!(a.ns(), 21_000);
+        a.tune_behind(21_000, 43_000, 0);
+        assert_eq!(a.ns(), 21_000 + (56_000 - 21_000) / 8);
+        a.tune_behind(25_375, 0, 1_375);
+        assert_eq!(a.ns(), 25_375 - (25_375 - 21_000) / 2);
+        // Bounded, and outliers skipped.
+        let a = Advance::new(30_000, 30_000);
+        a.tune_behind(30_000, 20_000, 0);
+        assert_eq!(a.ns(), 30_000);
+        a.tune_behind(30_000, 40_000, 0);
+        a.tune_behind(30_000, 0, 40_000);
+        assert_eq!(a.ns(), 30_000);
+        let off = Advance::off();
+        off.tune_behind(0, 10_000, 0);
         assert_eq!(off.ns(), 0);
     }
 

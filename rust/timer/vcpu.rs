@@ -14,12 +14,17 @@
 //! timer fires early by the vCPU's estimate of the wakeup path; the delivery
 //! is then noted for the next guest entry ([`VcpuTimer::pre_enter`]), which
 //! waits out the rest of the deadline and, in SBI mode, raises VSTIP.  A
-//! vCPU that is not blocked (running in the guest, or runnable) gets its
-//! host timer at the deadline itself: an early one would only make it exit
-//! and wait, time taken from the guest.  So an SBI timer armed while the
-//! vCPU runs moves early when the vCPU blocks ([`VcpuTimer::put`]) and back
-//! to the deadline if the vCPU enters the guest before it fired.  Every
-//! delivery that the host makes is measured at guest entry ([`Stats`]).
+//! vCPU that is not blocked (running in the guest, or runnable) must not
+//! wait for its deadline: that would be time taken from the guest.  Its SBI
+//! host timer fires early only by a second estimate, of the path from the
+//! host timer to the next guest entry of a vCPU that runs in the guest (the
+//! exit it forces, and the entry back), tuned to end a margin after the
+//! deadline ([`Advance::tune_behind`]): the exit the interrupt costs the
+//! guest anyway comes that much sooner, and the guest does not wait.  So an
+//! SBI timer armed while the vCPU runs moves to the wakeup's lead when the
+//! vCPU blocks ([`VcpuTimer::put`]) and back if the vCPU enters the guest
+//! before it fired.  Every delivery that the host makes is measured at
+//! guest entry ([`Stats`]).
 //!
 //! With Sstc the hart raises the interrupt itself, so a vCPU woken early
 //! need not wait: on the CPU it blocked on, if it was not moved there, and
@@ -137,6 +142,11 @@ pub trait Platform: HostClock {
     /// puts it until it is woken.  The host timer callback reads it
     /// racily, as a hint.
     fn is_blocking(&self) -> bool;
+    /// Whether the vCPU is loaded on this CPU and its thread runs here
+    /// (`kvm_get_running_vcpu()`): in the host timer's callback, that the
+    /// callback interrupted it, in the guest or on its way in or out, and
+    /// it enters the guest next.
+    fn running_here(&self) -> bool;
     /// Pause in a busy-wait loop (`cpu_relax`).
     fn relax(&self);
 
@@ -164,7 +174,9 @@ pub trait Platform: HostClock {
 ///   guest entry for; SBI: its interrupt is raised (`fired`) or, when the
 ///   host timer fired early, still `armed`.
 /// - `adv_used` is the advance the armed host timer was started with, or
-///   [`NOT_TUNABLE`]; only a timer started while the vCPU blocks has one.
+///   [`NOT_TUNABLE`]; `adv_running` tells which estimate it is of:
+///   `running`'s (SBI, the vCPU not blocking when it started) or
+///   `advance`'s (the vCPU blocking).
 /// - `untrapped_at` is [`NEVER`] unless the guest's WFI does not trap: then
 ///   it is the host counter at the entry that stopped the trap (or at the
 ///   last exit that kept it off), and the first `sync` after it either
@@ -181,14 +193,42 @@ pub struct VcpuTimer {
     host: HostTimer,
     entry: AtomicU64,
     adv_used: AtomicU64,
+    adv_running: AtomicBool,
     untrapped_at: AtomicU64,
+    /// The wakeup path of a blocked vCPU.
     advance: Advance,
+    /// The delivery path of a running one (SBI).
+    running: Advance,
     stats: Stats,
 }
 
+/// The advance a host timer was started with, and for which vCPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lead {
+    /// None: at the deadline, or not measured.
+    None,
+    /// For a blocked vCPU ([`VcpuTimer::advance`]).
+    Blocked(u64),
+    /// For a running one (`running`).
+    Running(u64),
+}
+
+impl Lead {
+    /// The advance in ns, 0 if none.
+    fn ns(self) -> u64 {
+        match self {
+            Self::None => 0,
+            Self::Blocked(ns) | Self::Running(ns) => ns,
+        }
+    }
+}
+
 impl VcpuTimer {
-    /// A vCPU timer in `mode`, counting at `clock`, with no deadline.
+    /// A vCPU timer in `mode`, counting at `clock`, with no deadline.  A
+    /// running vCPU's estimate starts from nothing, within the same bound
+    /// as `advance`.
     pub fn new(mode: Mode, clock: Clock, advance: Advance) -> Self {
+        let running = Advance::new(0, advance.max_ns());
         Self {
             mode,
             clock,
@@ -198,8 +238,10 @@ impl VcpuTimer {
             host: HostTimer::new(),
             entry: AtomicU64::new(NEVER),
             adv_used: AtomicU64::new(NOT_TUNABLE),
+            adv_running: AtomicBool::new(false),
             untrapped_at: AtomicU64::new(NEVER),
             advance,
+            running,
             stats: Stats::new(),
         }
     }
@@ -209,9 +251,14 @@ impl VcpuTimer {
         &self.stats
     }
 
-    /// The timer advance estimate.
+    /// The timer advance estimate (a blocked vCPU's wakeup).
     pub fn advance(&self) -> &Advance {
         &self.advance
+    }
+
+    /// The estimate of a running vCPU's delivery path (SBI).
+    pub fn running_advance(&self) -> &Advance {
+        &self.running
     }
 
     /// The mode.
@@ -251,9 +298,9 @@ impl VcpuTimer {
     }
 
     /// Arm for `deadline`: the host timer starts, early by the advance
-    /// estimate if the vCPU is blocking (else at the deadline), unless the
-    /// deadline lies past the end of host time, where it stays armed but
-    /// idle.
+    /// estimate if the vCPU is blocking (else, in SBI mode, by the running
+    /// estimate), unless the deadline lies past the end of host time, where
+    /// it stays armed but idle.
     ///
     /// With preemption disabled: `set_timer` runs in the guest exit's
     /// handler, preemptible.  Preempted between `armed` and the start, the
@@ -280,13 +327,20 @@ impl VcpuTimer {
         // Not before now: a deadline nearer than the estimate gets what is
         // left to it, and the callback delivers at once (the timer fires
         // once).  Its delivery still measures the path (`Advance::tune`).
-        // A deadline already passed measures nothing.
-        let used = if p.is_blocking() {
-            self.advance.lead(ns.saturating_sub(s.ns))
+        // A deadline already passed measures nothing.  A running vCPU's
+        // timer is early only by the whole estimate: one nearer would have
+        // it wait before entry for what is left, time the guest could run.
+        let ahead = ns.saturating_sub(s.ns);
+        let running = !p.is_blocking();
+        let used = if !running {
+            self.advance.lead(ahead)
+        } else if self.mode == Mode::Sbi && self.running.ns() < ahead {
+            self.running.lead(ahead)
         } else {
             NOT_TUNABLE
         };
         self.adv_used.store(used, Ordering::Relaxed);
+        self.adv_running.store(running, Ordering::Relaxed);
         self.host.start(p, &self.stats, ns - self.advance_in_use());
     }
 
@@ -336,22 +390,86 @@ impl VcpuTimer {
 
     /// The advance the running host timer was started with (0 if none).
     fn advance_in_use(&self) -> u64 {
+        self.lead().ns()
+    }
+
+    /// The advance the host timer was started with, and for which vCPU.
+    fn lead(&self) -> Lead {
         match self.adv_used.load(Ordering::Relaxed) {
-            NOT_TUNABLE => 0,
-            ns => ns,
+            NOT_TUNABLE => Lead::None,
+            ns if self.adv_running.load(Ordering::Relaxed) => Lead::Running(ns),
+            ns => Lead::Blocked(ns),
         }
     }
 
-    /// Take the advance of the delivery now at guest entry, for tuning:
-    /// `None` if it had none, or if the vCPU is not on the CPU its host
+    /// Whether the host timer was started early for a blocking vCPU.
+    fn early_for_blocked(&self) -> bool {
+        matches!(self.lead(), Lead::Blocked(ns) if ns != 0)
+    }
+
+    /// Tune the estimate of the delivery now at guest entry, which reached
+    /// it `late_ns` after its deadline or waited `waited_ns` for it.  Not
+    /// if it had no advance, or if the vCPU is not on the CPU its host
     /// timer was started on.  The estimate is the path of a wakeup on the
     /// timer's CPU; one on another (the scheduler moved the thread while it
     /// slept) goes through an IPI to the new CPU, and tuned by those too
     /// the estimate would sit between the two paths, so that every wakeup
     /// on the timer's CPU waited the difference with interrupts off.
-    fn take_tunable<P: Platform>(&self, p: &P) -> Option<u64> {
-        let used = self.adv_used.swap(NOT_TUNABLE, Ordering::Relaxed);
-        (used != NOT_TUNABLE && self.host.started_here(p)).then_some(used)
+    fn tune<P: Platform>(&self, p: &P, late_ns: u64, waited_ns: u64) {
+        match self.take_tunable(p) {
+            Lead::None => {}
+            Lead::Blocked(used) => self.advance.tune(used, late_ns, waited_ns),
+            Lead::Running(used) => self.running.tune_behind(used, late_ns, waited_ns),
+        }
+    }
+
+    /// Take the advance of the delivery now at guest entry, for tuning
+    /// ([`Self::tune`]).
+    fn take_tunable<P: Platform>(&self, p: &P) -> Lead {
+        let lead = self.lead();
+        self.adv_used.store(NOT_TUNABLE, Ordering::Relaxed);
+        if self.host.started_here(p) {
+            lead
+        } else {
+            Lead::None
+        }
+    }
+
+    /// The host timer's callback, before `deadline` by more than `lead` (a
+    /// clock adjustment, or the counter offset moved back since it
+    /// started), or for a vCPU that is not as it was when the timer started
+    /// (`for_it` false): when it must expire again, `None` to deliver now.
+    fn early_again<P: Platform>(
+        &self,
+        p: &P,
+        deadline: u64,
+        lead: Lead,
+        for_it: bool,
+    ) -> Option<Expiry> {
+        let s = self.sample(p);
+        let Some(ns) = self.expiry_ns(p, s, deadline) else {
+            return Some(Expiry::Done);
+        };
+        let at = ns.saturating_sub(lead.ns());
+        if s.ns < at {
+            return Some(Expiry::Again(at));
+        }
+        if !for_it && s.ns < ns {
+            // Early for a vCPU that blocked, but it no longer does (it was
+            // woken otherwise and has not entered the guest yet), or for
+            // one running in the guest, but it does not (it was preempted,
+            // or is in its VMM): at the deadline itself, so that it does
+            // not wait for it.
+            self.adv_used.store(NOT_TUNABLE, Ordering::Relaxed);
+            return Some(Expiry::Again(ns));
+        }
+        let rest = deadline.saturating_sub(self.guest_cycles(p));
+        if self.clock.cycles_to_ns_ceil(rest) > self.advance.max_ns() {
+            // A counter coarser than the advance: no early delivery could
+            // be waited out at entry.
+            return Some(Expiry::Again(ns));
+        }
+        None
     }
 
     /// SBI TIME `set_timer(deadline)` from the guest.
@@ -405,9 +523,9 @@ impl VcpuTimer {
     #[inline]
     pub fn pre_enter<P: Platform>(&self, p: &P) {
         if self.entry.load(Ordering::Relaxed) == NEVER {
-            if self.mode == Mode::Sbi && self.advance_in_use() != 0 && self.armed() {
+            if self.mode == Mode::Sbi && self.early_for_blocked() && self.armed() {
                 // Armed early when the vCPU blocked, which something else
-                // woke: running, it takes its interrupt at the deadline.
+                // woke: running, it takes the running lead (or none).
                 self.rearm(p);
             }
             return;
@@ -431,9 +549,8 @@ impl VcpuTimer {
             // its deadline), on the path the guest waits on: one counter
             // read, and ns only to tune.
             self.stats.late(now - deadline);
-            if let Some(used) = self.take_tunable(p) {
-                let late_ns = self.clock.cycles_to_ns_ceil(now - deadline);
-                self.advance.tune(used, late_ns, 0);
+            if self.lead() != Lead::None {
+                self.tune(p, self.clock.cycles_to_ns_ceil(now - deadline), 0);
             }
             return;
         }
@@ -465,7 +582,7 @@ impl VcpuTimer {
             p.set_wfi_trap(false);
             self.untrapped_at.store(p.host_cycles(), Ordering::Relaxed);
             self.stats.untrapped();
-            if let Some(used) = self.take_tunable(p) {
+            if let Lead::Blocked(used) = self.take_tunable(p) {
                 self.advance.tune_ahead(used, waited_ns);
             }
             return;
@@ -474,17 +591,16 @@ impl VcpuTimer {
             let spun = advance::wait_ticks(deadline - now, || p.host_cycles(), || p.relax());
             self.stats.spin(self.clock.cycles_to_ns_ceil(spun));
         }
+        // One counter read for both figures, on the path the guest waits on.
+        let at = self.guest_cycles(p);
         if self.mode == Mode::Sbi && self.fired.load(Ordering::Acquire) != deadline {
             self.armed.store(false, Ordering::Release);
             self.fired.store(deadline, Ordering::Release);
-            self.stats.irq(self.guest_cycles(p) < deadline);
+            self.stats.irq(at < deadline);
             p.irq_raise_now();
         }
-        self.stats
-            .late(self.guest_cycles(p).saturating_sub(deadline));
-        if let Some(used) = self.take_tunable(p) {
-            self.advance.tune(used, late_ns, waited_ns);
-        }
+        self.stats.late(at.saturating_sub(deadline));
+        self.tune(p, late_ns, waited_ns);
     }
 
     /// After every guest exit, interrupts disabled: with Sstc, save the
@@ -611,43 +727,53 @@ impl<P: Platform> VcpuLogic<P> for VcpuTimer {
             self.armed.store(false, Ordering::Release);
             return Expiry::Done;
         }
-        let due = self.guest_cycles(p) >= deadline;
+        let lead = self.lead();
+        // A running vCPU's lead is for a vCPU this callback took out of the
+        // guest, on its way to its next entry (not one blocking, nor one
+        // preempted or in its VMM).
+        let in_guest_here =
+            matches!(lead, Lead::Running(_)) && p.running_here() && !p.is_blocking();
+        let now = self.guest_cycles(p);
+        let due = now >= deadline;
         if !due {
             // Early.  By the advance: deliver now, the vCPU waits out the
             // rest at guest entry.  By more (a clock adjustment, or the
             // counter offset moved back): still armed, at the deadline's
             // new host time less the advance, if it has one.
-            let s = self.sample(p);
-            let Some(ns) = self.expiry_ns(p, s, deadline) else {
-                return Expiry::Done;
+            let for_it = match lead {
+                Lead::None => true,
+                Lead::Blocked(_) => p.is_blocking(),
+                Lead::Running(_) => in_guest_here || p.is_blocking(),
             };
-            let used = self.advance_in_use();
-            let at = ns.saturating_sub(used);
-            if s.ns < at {
-                return Expiry::Again(at);
+            let rest_ns = self.clock.cycles_to_ns_ceil(deadline - now);
+            if !for_it || rest_ns > lead.ns() {
+                // Not the common case, early by at most the advance for the
+                // vCPU it was for (which needs no clock read): see when.
+                if let Some(again) = self.early_again(p, deadline, lead, for_it) {
+                    return again;
+                }
             }
-            if used != 0 && s.ns < ns && !p.is_blocking() {
-                // Early for a vCPU that blocked, but it no longer does (it
-                // was woken otherwise and has not entered the guest yet):
-                // at the deadline itself, so that it does not wait for it.
-                self.adv_used.store(NOT_TUNABLE, Ordering::Relaxed);
-                return Expiry::Again(ns);
-            }
-            let rest = deadline - self.guest_cycles(p);
-            if self.clock.cycles_to_ns_ceil(rest) > self.advance.max_ns() {
-                // A counter coarser than the advance: no early delivery
-                // could be waited out at entry.
-                return Expiry::Again(ns);
-            }
+        }
+        if matches!(lead, Lead::Running(_)) && !in_guest_here {
+            // Delivered to a vCPU out of the guest: not the path the
+            // running estimate is of.
+            self.adv_used.store(NOT_TUNABLE, Ordering::Relaxed);
         }
         match self.mode {
             Mode::Sbi if due => {
                 self.armed.store(false, Ordering::Release);
                 self.raise(p, deadline);
             }
-            Mode::Sbi => {
+            Mode::Sbi if in_guest_here => {
                 // Still armed (its interrupt is not raised yet), but the
-                // host timer is done: pre_enter raises it.
+                // host timer is done: pre_enter raises it.  No kick: this
+                // interrupted the vCPU's own thread, which is not blocking
+                // and reaches its next guest entry, and pre_enter, after.
+                self.entry.store(deadline, Ordering::Release);
+            }
+            Mode::Sbi => {
+                // Still armed, as above; the vCPU may block, or run
+                // elsewhere.
                 self.entry.store(deadline, Ordering::Release);
                 self.stats.kick(p.kick());
             }
@@ -717,7 +843,7 @@ impl<P: Platform> VcpuLogic<P> for VcpuTimer {
             if p.is_blocking()
                 && self.advance.enabled()
                 && self.armed()
-                && self.adv_used.load(Ordering::Relaxed) == NOT_TUNABLE
+                && !matches!(self.lead(), Lead::Blocked(_))
                 && self.host.started_here(p)
                 && p.irq_enabled()
             {

@@ -569,7 +569,7 @@ static int cpu_busy(u64 *busy)
 struct module_stats {
 	bool present;
 	u64 starts, cancels, migrations, irqs, early, wakeups, ipis, advance_ns;
-	u64 spin_ns, untrapped_ns;
+	u64 running_advance_ns, spin_ns, untrapped_ns;
 };
 
 static struct module_stats read_module_stats(struct kvm_vm *vm)
@@ -592,6 +592,7 @@ static struct module_stats read_module_stats(struct kvm_vm *vm)
 		s.wakeups = kvt_vtimer_field(line, "wakeups");
 		s.ipis = kvt_vtimer_field(line, "ipis");
 		s.advance_ns = kvt_vtimer_field(line, "advance_ns");
+		s.running_advance_ns = kvt_vtimer_field(line, "running_advance_ns");
 		s.spin_ns = kvt_vtimer_field(line, "spin_ns");
 		s.untrapped_ns = kvt_vtimer_field(line, "untrapped_ns");
 	}
@@ -683,10 +684,11 @@ static void run_one(const char *backend, enum mode mode, enum workload wl, int r
 		       (t1.tv_nsec - t0.tv_nsec));
 	if (ms.present)
 		len += snprintf(buf + len, sizeof(buf) - len,
-				", \"hrtimer_starts\": %lu, \"hrtimer_cancels\": %lu, \"module\": {\"irqs\": %lu, \"early\": %lu, \"wakeups\": %lu, \"ipis\": %lu, \"migrations\": %lu, \"advance_ns\": %lu, \"spin_ns\": %lu, \"untrapped_ns\": %lu}",
+				", \"hrtimer_starts\": %lu, \"hrtimer_cancels\": %lu, \"module\": {\"irqs\": %lu, \"early\": %lu, \"wakeups\": %lu, \"ipis\": %lu, \"migrations\": %lu, \"advance_ns\": %lu, \"running_advance_ns\": %lu, \"spin_ns\": %lu, \"untrapped_ns\": %lu}",
 				ms.starts, ms.cancels, ms.irqs, ms.early,
 				ms.wakeups, ms.ipis, ms.migrations,
-				ms.advance_ns, ms.spin_ns, ms.untrapped_ns);
+				ms.advance_ns, ms.running_advance_ns,
+				ms.spin_ns, ms.untrapped_ns);
 	else
 		len += snprintf(buf + len, sizeof(buf) - len,
 				", \"hrtimer_starts\": null, \"hrtimer_cancels\": null");

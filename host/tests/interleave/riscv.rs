@@ -358,6 +358,11 @@ impl Platform for Rv {
         sched::point("is_blocking");
         self.lock().blocking
     }
+    fn running_here(&self) -> bool {
+        sched::point("running_here");
+        let w = self.lock();
+        w.loaded && !w.preempted && w.cpu_of(me()) == w.vcpu_cpu
+    }
     fn relax(&self) {
         self.lock().now += 1;
     }

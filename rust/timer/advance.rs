@@ -198,12 +198,12 @@ pub fn distance(clock: Clock, now: u64, deadline: u64) -> (u64, u64) {
 }
 
 /// Busy-wait until the host counter, read by `counter`, has moved `ticks`
-/// on, with `relax` between reads: the wait-out of an early delivery.
-/// Counted on the host's counter, not the guest's, so that a change of the
-/// VM's counter offset meanwhile cannot stretch it.  The ticks it took (at
-/// least `ticks`).
-pub fn wait_ticks(ticks: u64, counter: impl Fn() -> u64, relax: impl Fn()) -> u64 {
-    let start = counter();
+/// on from `start` (an earlier reading of it), with `relax` between reads:
+/// the wait-out of an early delivery.  Whatever the caller did since
+/// `start` is part of the wait.  Counted on the host's counter, not the
+/// guest's, so that a change of the VM's counter offset meanwhile cannot
+/// stretch it.  The ticks it took since `start` (at least `ticks`).
+pub fn wait_ticks(start: u64, ticks: u64, counter: impl Fn() -> u64, relax: impl Fn()) -> u64 {
     let mut spun = 0;
     while spun < ticks {
         relax();
@@ -363,8 +363,11 @@ mod tests {
         assert_eq!(distance(clock, 100, 100), (0, 0));
         assert_eq!(distance(clock, 97, 100), (0, 300));
         let now = Cell::new(40u64);
-        let spun = wait_ticks(7, || now.get(), || now.set(now.get() + 3));
+        let spun = wait_ticks(now.get(), 7, || now.get(), || now.set(now.get() + 3));
         assert_eq!((spun, now.get()), (9, 49));
-        assert_eq!(wait_ticks(0, || now.get(), || unreachable!()), 0);
+        assert_eq!(wait_ticks(now.get(), 0, || now.get(), || unreachable!()), 0);
+        // From an earlier reading: what came since counts.
+        let spun = wait_ticks(45, 7, || now.get(), || now.set(now.get() + 3));
+        assert_eq!((spun, now.get()), (7, 52));
     }
 }

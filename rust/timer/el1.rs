@@ -706,7 +706,7 @@ impl El1Timers {
             return false;
         }
         if rest_ns > 0 {
-            let spun = advance::wait_ticks(rest, || p.counter(), || p.relax());
+            let spun = advance::wait_ticks(p.counter(), rest, || p.counter(), || p.relax());
             self.stats.spin(self.clock.cycles_to_ns_ceil(spun));
         }
         true

@@ -587,8 +587,11 @@ impl VcpuTimer {
             }
             return;
         }
-        if waited_ns > 0 {
-            let spun = advance::wait_ticks(deadline - now, || p.host_cycles(), || p.relax());
+        // The tuning first: before a wait, the wait absorbs its cost.
+        let start = (waited_ns > 0).then(|| p.host_cycles());
+        self.tune(p, late_ns, waited_ns);
+        if let Some(start) = start {
+            let spun = advance::wait_ticks(start, deadline - now, || p.host_cycles(), || p.relax());
             self.stats.spin(self.clock.cycles_to_ns_ceil(spun));
         }
         // One counter read for both figures, on the path the guest waits on.
@@ -600,7 +603,6 @@ impl VcpuTimer {
             p.irq_raise_now();
         }
         self.stats.late(at.saturating_sub(deadline));
-        self.tune(p, late_ns, waited_ns);
     }
 
     /// After every guest exit, interrupts disabled: with Sstc, save the

@@ -545,9 +545,10 @@ impl VcpuTimer {
         let raised = self.mode == Mode::Sstc || self.fired.load(Ordering::Acquire) == deadline;
         if now >= deadline && raised {
             // Due, and raised (with Sstc the hart raises it): nothing to
-            // wait for or raise.  The common delivery (a running vCPU's, at
-            // its deadline), on the path the guest waits on: one counter
-            // read, and ns only to tune.
+            // wait for or raise.  A host timer at the deadline (advance
+            // off, a deadline nearer than the estimate, a running vCPU's
+            // first), or one late past it, on the path the guest waits on:
+            // one counter read, and ns only to tune.
             self.stats.late(now - deadline);
             if self.lead() != Lead::None {
                 self.tune(p, self.clock.cycles_to_ns_ceil(now - deadline), 0);

@@ -404,8 +404,10 @@ def summarize_gaps(gap_runs):
     """kvt_busy_gap per (config, mode, backend): the longest gap over all
     repetitions (goal 0's figure), the median of the per-rep medians, the
     module's spin per deadline (the guest's time lost to the advance; None
-    for the in-tree timer, which has none, or a record without it), and
-    the per-rep figures; gaps in counter ticks."""
+    for the in-tree timer, which has none, or a record without it), the
+    runnable wait of the vCPU thread in the repetition of the longest gap
+    (us; None without the record's "thread"), and the per-rep figures; gaps
+    in counter ticks."""
     groups = {}
     for r in gap_runs:
         groups.setdefault((r.get("config"), run_mode(r), r["backend"]), []).append(r)
@@ -418,6 +420,10 @@ def summarize_gaps(gap_runs):
         spun = [r for r in rs if r.get("spin_ns") is not None and r.get("deadlines")]
         spin_us = (sum(r["spin_ns"] for r in spun) / 1000 / sum(r["deadlines"] for r in spun)
                    if spun else None)
+        worst = max((r for r in rs if r.get("gap_max") is not None),
+                    key=lambda r: r["gap_max"], default=None)
+        wait = worst and (worst.get("thread") or {}).get("wait_ns")
+        wait_us = wait / 1000 if wait is not None else None
         out[k] = {"config": k[0], "mode": k[1], "backend": k[2], "hz": rs[0].get("hz"),
                   "reps": len(rs), "deadlines": sum(r.get("deadlines") or 0 for r in rs),
                   # Deadlines whose interrupt was pending before them: the
@@ -426,6 +432,7 @@ def summarize_gaps(gap_runs):
                   "gap_max": max(maxes) if maxes else None,
                   "gap_p50": percentile(p50s, 50),
                   "spin_us_per_deadline": spin_us,
+                  "wait_us_at_max": wait_us,
                   "spread": {"gap_max": [min(maxes), max(maxes)] if maxes else None,
                              "gap_p50": [min(p50s), max(p50s)] if p50s else None},
                   "per_rep": [{"rep": r.get("rep"), "gap_max": r.get("gap_max"),
@@ -449,14 +456,18 @@ def gap_cells(gsum):
         v = s and s.get("spin_us_per_deadline")
         return "-" if v is None else fmt_num(v)
 
+    def wait(s):
+        v = s and s.get("wait_us_at_max")
+        return "-" if v is None else fmt_num(v)
+
     head = ["config", "mode", "reps", "gap max", "gap p50", "spin us/deadline",
-            "ours max per rep", "in-tree max per rep"]
+            "wait us at max", "ours max per rep", "in-tree max per rep"]
     body = []
     for c, m, b, o in gap_pairs(gsum):
         body.append([c, m, f"{o['reps'] if o else 0}/{b['reps'] if b else 0}",
                      fmt_ratio(o and o["gap_max"], b and b["gap_max"]),
                      fmt_ratio(o and o["gap_p50"], b and b["gap_p50"]),
-                     f"{spin(o)}/{'0' if b else '-'}", mm(o), mm(b)])
+                     f"{spin(o)}/{'0' if b else '-'}", f"{wait(o)}/{wait(b)}", mm(o), mm(b)])
     return head, body
 
 

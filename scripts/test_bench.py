@@ -372,12 +372,26 @@ class GoalTest(unittest.TestCase):
         self.assertIsNone(gsum[("riscv-sstc", "sbi", "intree")]["spin_us_per_deadline"])
         head, body = bench.gap_cells(gsum)
         self.assertEqual(body[0][head.index("spin us/deadline")], "0.2/0")
+        # No thread figures in these records.
+        self.assertEqual(body[0][head.index("wait us at max")], "-/-")
         g = evaluate(good_runs()[0], gaps)
         self.assertIn("ours spun 0.2 us per deadline", g[(0, "riscv-sstc", "sbi")]["detail"])
         # Records from before the figure: not shown.
         gsum = bench.summarize_gaps([gap("intree", "sbi", 400), gap("vtimer", "sbi", 300)])
         head, body = bench.gap_cells(gsum)
         self.assertEqual(body[0][head.index("spin us/deadline")], "-/0")
+
+    def test_busy_gap_wait_at_max(self):
+        # The vCPU thread's runnable wait in the repetition of the longest
+        # gap: whether the host's scheduler made it.
+        th = lambda w: {"thread": {"run_ns": 10**8, "wait_ns": w, "slices": 1}}
+        gaps = [gap("intree", "sbi", 400) | th(47_000),
+                gap("vtimer", "sbi", 32_314) | th(46_000),
+                gap("vtimer", "sbi", 350, rep=1) | th(3_100_000)]
+        gsum = bench.summarize_gaps(gaps)
+        self.assertEqual(gsum[("riscv-sstc", "sbi", "vtimer")]["wait_us_at_max"], 46)
+        head, body = bench.gap_cells(gsum)
+        self.assertEqual(body[0][head.index("wait us at max")], "46/47")
 
     def test_arm64_busy_gap(self):
         # kvt_busy_gap runs on arm64 too, one line per EL1 timer, its modes

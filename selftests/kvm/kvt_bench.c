@@ -434,24 +434,8 @@ static int vcpu_cpu = 1;
 /* Set before the host kicks a vCPU whose run it gives up. */
 static bool vcpu_abandoned;
 
-/*
- * The vCPU thread's /proc schedstat at its end: the time it ran, the time
- * it waited runnable on a run queue (ns), and how many times it ran.
- */
-static u64 vcpu_sched[3];
-
-static void read_schedstat(void)
-{
-	FILE *f = fopen("/proc/thread-self/schedstat", "r");
-
-	memset(vcpu_sched, 0, sizeof(vcpu_sched));
-	if (!f)
-		return;
-	if (fscanf(f, "%lu %lu %lu", &vcpu_sched[0], &vcpu_sched[1],
-		   &vcpu_sched[2]) != 3)
-		memset(vcpu_sched, 0, sizeof(vcpu_sched));
-	fclose(f);
-}
+/* The vCPU thread's /proc schedstat at its end. */
+static struct kvt_sched vcpu_sched;
 
 /* As kvt_run_until_done(), but a KVM_RUN ended by a signal may end it. */
 static void *vcpu_main(void *arg)
@@ -461,7 +445,7 @@ static void *vcpu_main(void *arg)
 
 	while (!(done = kvt_vcpu_run_intr(vcpu)) && !READ_ONCE(vcpu_abandoned))
 		;
-	read_schedstat();
+	vcpu_sched = kvt_read_schedstat();
 	if (!done)
 		return NULL;
 	assert_on_unhandled_exception(vcpu);
@@ -694,7 +678,7 @@ static void run_one(const char *backend, enum mode mode, enum workload wl, int r
 				", \"hrtimer_starts\": null, \"hrtimer_cancels\": null");
 	len += snprintf(buf + len, sizeof(buf) - len,
 			", \"thread\": {\"run_ns\": %lu, \"wait_ns\": %lu, \"slices\": %lu}",
-			vcpu_sched[0], vcpu_sched[1], vcpu_sched[2]);
+			vcpu_sched.run_ns, vcpu_sched.wait_ns, vcpu_sched.slices);
 	len += snprintf(buf + len, sizeof(buf) - len, ", \"cpu_busy\": [");
 	for (i = 0; i < (u64)nr_cpus; i++)
 		len += snprintf(buf + len, sizeof(buf) - len, "%s%lu",

@@ -44,16 +44,19 @@
  *
  *   # kvt-busy-gap {"backend": "vtimer", "mode": "sbi", "hz": ..., "deadlines": ...,
  *                   "gap_max": ..., "gap_p50": ..., "early": ...,
- *                   "spin_ns": ...}
+ *                   "spin_ns": ..., "thread": {"run_ns": ..., "wait_ns": ...,
+ *                   "slices": ...}}
  *
- * with the largest and the median (nearest rank) of the per-deadline
- * gaps, in ticks of the counter ("hz": the time CSR's frequency on RISC-V,
- * CNTFRQ_EL0 on arm64), "early": the deadlines whose interrupt was
- * pending before them, and "spin_ns": the time kvm_vtimer's vCPU waited
- * before guest entry for a deadline in that mode (its debugfs counter;
- * null with KVM's own timer), time the guest did not run.  It fails only
- * on what must hold anywhere: the interrupt is never pending before its
- * deadline, and it comes.  KVM's own
+ * with the largest and the median (nearest rank) of the per-deadline gaps,
+ * in ticks of the counter ("hz": the time CSR's frequency on RISC-V,
+ * CNTFRQ_EL0 on arm64), "early": the deadlines whose interrupt was pending
+ * before them, "spin_ns": the time kvm_vtimer's vCPU waited before guest
+ * entry for a deadline in that mode (its debugfs counter; null with KVM's
+ * own timer), time the guest did not run, and "thread": the vCPU thread's
+ * schedstat over the mode (a new thread each: the time it ran, waited
+ * runnable, and its slices), so that a long gap shows whether the host's
+ * scheduler made it.  It fails only on what must hold anywhere: the
+ * interrupt is never pending before its deadline, and it comes.  KVM's own
  * timer breaks the first with SBI set_timer on a host with Sstc (a
  * preemption between the call and the next entry restores the previous
  * deadline: Documentation/riscv.rst), so with it loaded an early interrupt
@@ -320,7 +323,7 @@ static bool module_spin_ns(struct kvm_vm *vm, u64 *ns)
 }
 
 static void report(int mode, const char *backend, u64 hz, bool has_spin,
-		   u64 spin_ns)
+		   u64 spin_ns, const struct kvt_sched *sched)
 {
 	u64 sorted[MAX_DEADLINES];
 
@@ -333,9 +336,11 @@ static void report(int mode, const char *backend, u64 hz, bool has_spin,
 	       nr_deadlines, sorted[nr_deadlines - 1],
 	       sorted[(nr_deadlines + 1) / 2 - 1], early[mode]);
 	if (has_spin)
-		printf("\"spin_ns\": %lu}\n", spin_ns);
+		printf("\"spin_ns\": %lu, ", spin_ns);
 	else
-		printf("\"spin_ns\": null}\n");
+		printf("\"spin_ns\": null, ");
+	printf("\"thread\": {\"run_ns\": %lu, \"wait_ns\": %lu, \"slices\": %lu}}\n",
+	       sched->run_ns, sched->wait_ns, sched->slices);
 	fflush(stdout);
 }
 
@@ -347,6 +352,7 @@ int main(int argc, char *argv[])
 	struct ucall uc;
 	cpu_set_t set;
 	u64 spin_ns[NR_MODES] = { 0 }, spun = 0, now;
+	struct kvt_sched sched[NR_MODES] = { 0 }, s;
 	bool has_spin;
 	int opt, mode;
 
@@ -388,9 +394,10 @@ int main(int argc, char *argv[])
 
 	/* After each mode, a sync: what the module spun in it. */
 	has_spin = module_spin_ns(vm, &spun);
-	while (kvt_vcpu_run_watched(vcpu, &uc, "busy-wait") == UCALL_SYNC) {
+	while (kvt_vcpu_run_watched_sched(vcpu, &uc, "busy-wait", &s) == UCALL_SYNC) {
 		mode = uc.args[1];
 		TEST_ASSERT(mode >= 0 && mode < NR_MODES, "sync of mode %d", mode);
+		sched[mode] = s;
 		if (has_spin && module_spin_ns(vm, &now)) {
 			spin_ns[mode] = now - spun;
 			spun = now;
@@ -403,7 +410,7 @@ int main(int argc, char *argv[])
 	for (mode = 0; mode < NR_MODES; mode++)
 		if (has_mode(mode))
 			report(mode, backend, host_hz(), has_spin,
-			       spin_ns[mode]);
+			       spin_ns[mode], &sched[mode]);
 	host_note_modes();
 
 	kvt_timer_vm_free(vm);

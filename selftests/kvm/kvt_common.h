@@ -190,10 +190,33 @@ static inline u64 kvt_run_to_sync(struct kvm_vcpu *vcpu)
 	return 0;
 }
 
+/*
+ * The calling thread's /proc schedstat: the time it ran, the time it waited
+ * runnable on a run queue (ns), and how many times it ran; all 0 if the
+ * kernel has no schedstat.
+ */
+struct kvt_sched {
+	u64 run_ns, wait_ns, slices;
+};
+
+static inline struct kvt_sched kvt_read_schedstat(void)
+{
+	FILE *f = fopen("/proc/thread-self/schedstat", "r");
+	struct kvt_sched s = { 0 };
+
+	if (!f)
+		return s;
+	if (fscanf(f, "%lu %lu %lu", &s.run_ns, &s.wait_ns, &s.slices) != 3)
+		s = (struct kvt_sched){ 0 };
+	fclose(f);
+	return s;
+}
+
 struct kvt_vcpu_run {
 	struct kvm_vcpu *vcpu;
 	struct ucall uc;
 	u64 cmd;
+	struct kvt_sched sched;
 };
 
 static inline void *kvt_vcpu_run_thread(void *arg)
@@ -201,6 +224,7 @@ static inline void *kvt_vcpu_run_thread(void *arg)
 	struct kvt_vcpu_run *run = arg;
 
 	vcpu_run(run->vcpu);
+	run->sched = kvt_read_schedstat();
 	run->cmd = get_ucall(run->vcpu, &run->uc);
 	return NULL;
 }
@@ -209,10 +233,10 @@ static inline void *kvt_vcpu_run_thread(void *arg)
  * Host: run @vcpu once, in a thread, until its next ucall, which goes to
  * @uc; fail if it takes more than KVT_WATCHDOG_S seconds (a guest waiting
  * for an interrupt that never comes) or if the guest failed an assertion.
- * Returns the ucall.
+ * Returns the ucall; @sched, if not NULL, gets the thread's schedstat.
  */
-static inline u64 kvt_vcpu_run_watched(struct kvm_vcpu *vcpu, struct ucall *uc,
-				       const char *what)
+static inline u64 kvt_vcpu_run_watched_sched(struct kvm_vcpu *vcpu, struct ucall *uc,
+					     const char *what, struct kvt_sched *sched)
 {
 	struct kvt_vcpu_run run = { .vcpu = vcpu };
 	pthread_t thread;
@@ -223,7 +247,15 @@ static inline u64 kvt_vcpu_run_watched(struct kvm_vcpu *vcpu, struct ucall *uc,
 	if (run.cmd == UCALL_ABORT)
 		REPORT_GUEST_ASSERT(run.uc);
 	*uc = run.uc;
+	if (sched)
+		*sched = run.sched;
 	return run.cmd;
+}
+
+static inline u64 kvt_vcpu_run_watched(struct kvm_vcpu *vcpu, struct ucall *uc,
+				       const char *what)
+{
+	return kvt_vcpu_run_watched_sched(vcpu, uc, what, NULL);
 }
 
 /* A fast pseudo-random sequence (xorshift64), reproducible from its seed. */

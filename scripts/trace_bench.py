@@ -111,9 +111,11 @@ def event_list(extra=""):
 
 
 def steps(test, kvm_module, events=None):
-    """The plan: the host's own setup (kvt.plan_steps(): kvm.ko), the
-    events (default EVENTS), kvt_bench traced, then the dump."""
+    """The plan: the host's own setup (kvt.plan_steps(): kvm.ko),
+    proactive compaction off as in a benchmark boot, the events (default
+    EVENTS), kvt_bench traced, then the dump."""
     s = [st for st in kvt.plan_steps([], kvm_module) if st[0] and st[0].startswith("host.")]
+    s += [(None, f"write {bench.COMPACTION_PROACTIVENESS} 0")]
     s += [(None, f"write {TRACEFS}/buffer_size_kb {BUFFER_KB}")]
     s += [(None, f"write {TRACEFS}/events/{ev}/enable 1") for ev in events or EVENTS]
     s += [(None, f"write {TRACEFS}/tracing_on 1"),

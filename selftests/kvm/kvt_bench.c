@@ -559,28 +559,22 @@ struct module_stats {
 static struct module_stats read_module_stats(struct kvm_vm *vm)
 {
 	struct module_stats s = { 0 };
-	FILE *f = kvt_vtimer_fopen(vm);
 	char line[1024];
 
-	if (!f)
+	if (!kvt_vtimer_total(vm, line, sizeof(line)))
 		return s;
-	while (fgets(line, sizeof(line), f)) {
-		if (strncmp(line, "total ", 6))
-			continue;
-		s.present = true;
-		s.starts = kvt_vtimer_field(line, "starts");
-		s.cancels = kvt_vtimer_field(line, "cancels");
-		s.migrations = kvt_vtimer_field(line, "migrations");
-		s.irqs = kvt_vtimer_field(line, "irqs");
-		s.early = kvt_vtimer_field(line, "early");
-		s.wakeups = kvt_vtimer_field(line, "wakeups");
-		s.ipis = kvt_vtimer_field(line, "ipis");
-		s.advance_ns = kvt_vtimer_field(line, "advance_ns");
-		s.running_advance_ns = kvt_vtimer_field(line, "running_advance_ns");
-		s.spin_ns = kvt_vtimer_field(line, "spin_ns");
-		s.untrapped_ns = kvt_vtimer_field(line, "untrapped_ns");
-	}
-	fclose(f);
+	s.present = true;
+	s.starts = kvt_vtimer_field(line, "starts");
+	s.cancels = kvt_vtimer_field(line, "cancels");
+	s.migrations = kvt_vtimer_field(line, "migrations");
+	s.irqs = kvt_vtimer_field(line, "irqs");
+	s.early = kvt_vtimer_field(line, "early");
+	s.wakeups = kvt_vtimer_field(line, "wakeups");
+	s.ipis = kvt_vtimer_field(line, "ipis");
+	s.advance_ns = kvt_vtimer_field(line, "advance_ns");
+	s.running_advance_ns = kvt_vtimer_field(line, "running_advance_ns");
+	s.spin_ns = kvt_vtimer_field(line, "spin_ns");
+	s.untrapped_ns = kvt_vtimer_field(line, "untrapped_ns");
 	return s;
 }
 

@@ -306,20 +306,12 @@ static int cmp_u64(const void *a, const void *b)
  */
 static bool module_spin_ns(struct kvm_vm *vm, u64 *ns)
 {
-	FILE *f = kvt_vtimer_fopen(vm);
 	char line[1024];
-	bool found = false;
 
-	if (!f)
+	if (!kvt_vtimer_total(vm, line, sizeof(line)))
 		return false;
-	while (!found && fgets(line, sizeof(line), f)) {
-		if (!strncmp(line, "total ", 6)) {
-			*ns = kvt_vtimer_field(line, "spin_ns");
-			found = true;
-		}
-	}
-	fclose(f);
-	return found;
+	*ns = kvt_vtimer_field(line, "spin_ns");
+	return true;
 }
 
 static void report(int mode, const char *backend, u64 hz, bool has_spin,

@@ -80,6 +80,20 @@ static inline FILE *kvt_vtimer_fopen(struct kvm_vm *vm)
 	return fopen(path, "r");
 }
 
+/* kvm_vtimer's statistics of @vm, if it has them: the "total" line. */
+static inline bool kvt_vtimer_total(struct kvm_vm *vm, char *line, size_t len)
+{
+	bool found = false;
+	FILE *f = kvt_vtimer_fopen(vm);
+
+	if (!f)
+		return false;
+	while (!found && fgets(line, len, f))
+		found = !strncmp(line, "total ", 6);
+	fclose(f);
+	return found;
+}
+
 /* The number after " @key=" in @line of that file ("total ..."). */
 static inline u64 kvt_vtimer_field(const char *line, const char *key)
 {

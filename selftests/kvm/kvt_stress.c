@@ -419,20 +419,6 @@ static u64 guest_progress(struct kvm_vm *vm)
 	return sum;
 }
 
-/* kvm_vtimer's statistics of @vm, if it has them: the "total" line. */
-static bool vtimer_total(struct kvm_vm *vm, char *line, size_t len)
-{
-	bool found = false;
-	FILE *f = kvt_vtimer_fopen(vm);
-
-	if (!f)
-		return false;
-	while (!found && fgets(line, len, f))
-		found = !strncmp(line, "total ", 6);
-	fclose(f);
-	return found;
-}
-
 /* What a hang leaves behind: the vCPUs' own view, and the module's. */
 static void dump_stuck(struct kvm_vm *vm)
 {
@@ -511,7 +497,7 @@ static void stress_vcpus(void)
 		       args.storm, irqs);
 	host_report(nr_vcpus);
 	ksft_print_msg("%lu migrations; %ld s\n", migrations, (long)(time(NULL) - t0));
-	if (vtimer_total(vm, total, sizeof(total))) {
+	if (kvt_vtimer_total(vm, total, sizeof(total))) {
 		total[strcspn(total, "\n")] = '\0';
 		ksft_print_msg("kvm_vtimer: %s\n", total);
 		TEST_ASSERT(!kvt_vtimer_field(total, "early"),

@@ -452,12 +452,8 @@ def gap_cells(gsum):
         v = s and s["spread"]["gap_max"]
         return f"{fmt_num(v[0])}..{fmt_num(v[1])}" if v else "-"
 
-    def spin(s):
-        v = s and s.get("spin_us_per_deadline")
-        return "-" if v is None else fmt_num(v)
-
-    def wait(s):
-        v = s and s.get("wait_us_at_max")
+    def fig(s, key):
+        v = s and s.get(key)
         return "-" if v is None else fmt_num(v)
 
     head = ["config", "mode", "reps", "gap max", "gap p50", "spin us/deadline",
@@ -467,7 +463,8 @@ def gap_cells(gsum):
         body.append([c, m, f"{o['reps'] if o else 0}/{b['reps'] if b else 0}",
                      fmt_ratio(o and o["gap_max"], b and b["gap_max"]),
                      fmt_ratio(o and o["gap_p50"], b and b["gap_p50"]),
-                     f"{spin(o)}/{'0' if b else '-'}", f"{wait(o)}/{wait(b)}", mm(o), mm(b)])
+                     f"{fig(o, 'spin_us_per_deadline')}/{'0' if b else '-'}",
+                     f"{fig(o, 'wait_us_at_max')}/{fig(b, 'wait_us_at_max')}", mm(o), mm(b)])
     return head, body
 
 

@@ -74,5 +74,17 @@ class EventsTest(unittest.TestCase):
         self.assertEqual(len(default), len(tb.EVENTS))
 
 
+    def test_the_module_has_the_benchmark_parameters(self):
+        plan = {"config": {"c": {"bench_module_params": "advance_max_ns=100000"}}}
+        argv = tb.bench_argv(plan, "c", "sstc", "wfi", 3)
+        self.assertEqual(argv[argv.index("-o") + 1], "advance_max_ns=100000")
+        self.assertEqual(argv[argv.index("-m") + 1], "sstc")
+        self.assertEqual(argv[argv.index("-w") + 1], "wfi")
+        self.assertEqual(argv[argv.index("-r") + 1], "3")
+        argv = tb.bench_argv(plan, "c", "sbi", "busy,storm", 1, "advance_max_ns=0")
+        self.assertEqual(argv[argv.index("-o") + 1], "advance_max_ns=0")
+        self.assertEqual(argv[argv.index("-w") + 1], "busy,storm")
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -3,13 +3,14 @@
 """Trace the emulated host through a benchmark run.
 
     trace_bench.py [--mode M] [--workload W] [--reps N] [--gap-ms MS]
-                   [--events SUBSYS/EVENT,...] CONFIG
+                   [--module-params NAME=VALUE] [--events SUBSYS/EVENT,...] CONFIG
 
 Boots CONFIG (a RISC-V config of selftests/plan.toml) with the "trace"
 kernel variant (configs/trace.config), turns on the host's scheduler,
 hrtimer, IPI, interrupt and KVM entry/exit events (and --events), runs
 kvt_bench with one workload and timer mode (both backends, REPS
-repetitions), and dumps the trace.  It then reports every stretch longer
+repetitions; kvm_vtimer with the config's bench_module_params, as in a
+benchmark run, or --module-params), and dumps the trace.  It then reports every stretch longer
 than MS between two guest entries of a vCPU thread, with what every host
 CPU did meanwhile: where a late interrupt's time went
 (Documentation/benchmarks.rst, "migrate outliers").  Outputs in
@@ -126,6 +127,14 @@ def steps(test, kvm_module, events=None):
     return s
 
 
+def bench_argv(plan, config, mode, workload, reps, module_params=None):
+    """kvt_bench's command line: MODE and WORKLOAD (each may be a
+    comma-separated list), REPS repetitions, and kvm_vtimer's parameters
+    as a benchmark run of CONFIG has them, unless MODULE_PARAMS is given."""
+    params = bench.config_params(plan, config, module_params)
+    return bench.bench_argv(reps, 0, [workload], params, [mode])
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -135,6 +144,9 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=3, help="kvt_bench -r (default 3)")
     ap.add_argument("--gap-ms", type=float, default=10.0,
                     help="report stretches between guest entries longer than this")
+    ap.add_argument("--module-params", default=None,
+                    help="kvm_vtimer parameters for its runs, as bench.py takes them "
+                         "(default: the config's bench_module_params, as a benchmark run)")
     ap.add_argument("--events", default="",
                     help="more trace events, comma-separated subsystem/event, e.g. "
                          "workqueue/workqueue_execute_start (what preempted a vCPU thread)")
@@ -145,8 +157,8 @@ def main(argv=None):
     if not cfg or cfg["arch"] != "riscv":
         ap.error(f"{args.config}: not a RISC-V config of {kvt.PLAN}")
     test = {"id": "trace.bench", "timeout": 1500,
-            "argv": ["kvt_bench", "-k", "/lib/modules/kvm_vtimer.ko", "-r", str(args.reps),
-                     "-m", args.mode, "-w", args.workload]}
+            "argv": bench_argv(plan, args.config, args.mode, args.workload, args.reps,
+                               args.module_params)}
     prepared = kvt.prepare(cfg["arch"], [test], "trace")
     outdir = kvt.BUILD / f"trace-{args.config}"
     steps_ = steps(test, "kvm.ko" in prepared[3], events)
@@ -154,8 +166,7 @@ def main(argv=None):
     bad = [r for r in b.results if r.status != "pass"]
     console = b.log_path.read_text(errors="replace").splitlines()
     events = parse_trace(console)
-    report = [f"# {args.config}: kvt_bench -m {args.mode} -w {args.workload} -r {args.reps}, "
-              f"{len(events)} events"]
+    report = [f"# {args.config}: {' '.join(test['argv'])}, {len(events)} events"]
     for backend, mode, wl, rep, late in late_runs(console, args.gap_ms / 2):
         report.append(f"# run {backend} {mode} {wl} rep {rep}: late interrupts "
                       f"(index, ticks) {late}")

@@ -305,5 +305,5 @@ pub(crate) unsafe extern "C" fn vcpu_pending<L: HostedLogic>(
     // SAFETY: `vcpu_pending`, from `kvm_vcpu_check_block()` in `KVM_RUN`
     // (which holds the vCPU's mutex).
     let op = unsafe { VcpuOp::from_raw(vcpu) };
-    VcpuState::<L>::with(op, false, |t, h| t.pending(h))
+    VcpuState::<L>::with(op, false, |t, h| t.pending(h) || t.keep_running(h))
 }

@@ -33,6 +33,14 @@ pub trait VcpuLogic<P> {
     /// Whether the timer should wake the blocked vCPU
     /// (`kvm_cpu_has_pending_timer()`).
     fn pending(&self, p: &P) -> bool;
+    /// Asked when the vCPU is about to block and its timer is not
+    /// [`Self::pending`] (`kvm_cpu_has_pending_timer()` from
+    /// `kvm_vcpu_check_block()`, on the vCPU's thread, loaded): whether it
+    /// should not block, because the timer has noted a delivery for its
+    /// next guest entry instead.  None by default.
+    fn keep_running(&self, _p: &P) -> bool {
+        false
+    }
     /// The vCPU is loaded on this CPU (sched-in or ioctl), preemption
     /// disabled.
     fn load(&self, p: &P);

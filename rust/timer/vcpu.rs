@@ -42,7 +42,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::advance::{self, Advance, NOT_TUNABLE};
+use super::advance::{self, Advance, MARGIN_SHARE, NOT_TUNABLE};
 use super::clock::{Clock, Sample};
 use super::host_timer::{ktime, HostClock, HostTimer};
 use super::stats::{Kick, Stats};
@@ -804,6 +804,43 @@ impl<P: Platform> VcpuLogic<P> for VcpuTimer {
             }
             Mode::Sbi => p.irq_pending() || (delivered && p.irq_enabled()),
         }
+    }
+
+    /// Sstc: a vCPU about to block in WFI whose deadline is nearer than
+    /// its wake timer's lead, and a [`MARGIN_SHARE`] of it for the way to
+    /// the scheduler, would be woken at once and enter late (the host's
+    /// tick took it out of an untrapped WFI a little farther from its
+    /// deadline than [`Self::sync`] keeps it untrapped for, say).  Where
+    /// direct WFI would enter it early anyway (allowed, on the CPU it
+    /// blocked on the last two times), it does not block: the delivery is
+    /// noted for the next entry, which enters with WFI untrapped
+    /// ([`Self::deliver`]), and the hart raises the interrupt.  The CPU is
+    /// held as by a wakeup that came early, for no longer than the
+    /// advance's bound.  On the vCPU's thread, loaded: its wake timer is
+    /// not armed, and no callback writes `entry`.
+    fn keep_running(&self, p: &P) -> bool {
+        let deadline = self.deadline();
+        let lead = self.advance.ns();
+        if self.mode != Mode::Sstc
+            || deadline == NEVER
+            || lead == 0
+            || !p.irq_enabled()
+            || !p.wfi_untrap_ok()
+            || !self.host.settled_here(p)
+            || self.entry.load(Ordering::Acquire) == deadline
+        {
+            return false;
+        }
+        let now = self.guest_cycles(p);
+        let near = lead
+            .saturating_add(lead / MARGIN_SHARE)
+            .min(self.advance.max_ns());
+        if now >= deadline || self.clock.cycles_to_ns_ceil(deadline - now) > near {
+            return false;
+        }
+        self.entry.store(deadline, Ordering::Release);
+        self.stats.irq(false);
+        true
     }
 
     /// The vCPU is loaded on this CPU.

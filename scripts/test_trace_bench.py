@@ -73,7 +73,6 @@ class EventsTest(unittest.TestCase):
         default = [c for _, c in tb.steps(test, False) if c.endswith("/enable 1")]
         self.assertEqual(len(default), len(tb.EVENTS))
 
-
     def test_the_module_has_the_benchmark_parameters(self):
         plan = {"config": {"c": {"bench_module_params": "advance_max_ns=100000"}}}
         argv = tb.bench_argv(plan, "c", "sstc", "wfi", 3)

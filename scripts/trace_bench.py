@@ -10,10 +10,10 @@ kernel variant (configs/trace.config), turns on the host's scheduler,
 hrtimer, IPI, interrupt and KVM entry/exit events (and --events), runs
 kvt_bench with one workload and timer mode (both backends, REPS
 repetitions; kvm_vtimer with the config's bench_module_params, as in a
-benchmark run, or --module-params), and dumps the trace.  It then reports every stretch longer
-than MS between two guest entries of a vCPU thread, with what every host
-CPU did meanwhile: where a late interrupt's time went
-(Documentation/benchmarks.rst, "migrate outliers").  Outputs in
+benchmark run, or --module-params), and dumps the trace.  It then
+reports every stretch longer than MS between two guest entries of a vCPU
+thread, with what every host CPU did meanwhile: where a late interrupt's
+time went (Documentation/benchmarks.rst, "migrate outliers").  Outputs in
 build/trace-CONFIG/: console.log (the trace), report.txt (the runs' late
 interrupts and the stretches).
 """

@@ -809,8 +809,9 @@ impl<P: Platform> VcpuLogic<P> for VcpuTimer {
     /// Sstc: a vCPU about to block in WFI whose deadline is nearer than
     /// its wake timer's lead, and a [`MARGIN_SHARE`] of it for the way to
     /// the scheduler, would be woken at once and enter late (the host's
-    /// tick took it out of an untrapped WFI a little farther from its
-    /// deadline than [`Self::sync`] keeps it untrapped for, say).  Where
+    /// tick took it out of an untrapped WFI farther from its deadline than
+    /// [`Self::sync`] keeps it untrapped for, and KVM's halt polling, which
+    /// asks this at each turn, ran past the lead before the block).  Where
     /// direct WFI would enter it early anyway (allowed, on the CPU it
     /// blocked on the last two times), it does not block: the delivery is
     /// noted for the next entry, which enters with WFI untrapped

@@ -635,11 +635,22 @@ impl VcpuTimer {
     /// Whether `deadline` is ahead of host counter `now`, and nearer than
     /// twice the advance estimate: a vCPU that went on to block (the rest
     /// of the exit, the guest's WFI, its exit) would likely be woken late.
+    /// Farther, [`VcpuLogic::keep_running`] still keeps it from blocking
+    /// once the deadline is within the wake timer's reach.
     fn deadline_near<P: Platform>(&self, p: &P, now: u64, deadline: u64) -> bool {
-        let guest = now.wrapping_add(p.time_delta());
+        self.ahead_within(
+            now.wrapping_add(p.time_delta()),
+            deadline,
+            2 * self.advance.ns(),
+        )
+    }
+
+    /// Whether `deadline` is ahead of guest counter `guest` by no more than
+    /// `bound_ns`.
+    fn ahead_within(&self, guest: u64, deadline: u64, bound_ns: u64) -> bool {
         deadline != NEVER
             && deadline > guest
-            && self.clock.cycles_to_ns_ceil(deadline - guest) <= 2 * self.advance.ns()
+            && self.clock.cycles_to_ns_ceil(deadline - guest) <= bound_ns
     }
 
     /// vCPU destruction.
@@ -832,11 +843,10 @@ impl<P: Platform> VcpuLogic<P> for VcpuTimer {
         {
             return false;
         }
-        let now = self.guest_cycles(p);
         let near = lead
             .saturating_add(lead / MARGIN_SHARE)
             .min(self.advance.max_ns());
-        if now >= deadline || self.clock.cycles_to_ns_ceil(deadline - now) > near {
+        if !self.ahead_within(self.guest_cycles(p), deadline, near) {
             return false;
         }
         self.entry.store(deadline, Ordering::Release);

@@ -141,17 +141,17 @@ const MUTATIONS: &[Mutation] = &[
     // the vCPU: an interrupt before its deadline.
     Mutation {
         file: "el1.rs",
-        from: "                // waits out the rest in `pending()`.
+        from: "                // waits out the rest in `pre_run()`.
                 self.entry.store(d.target, Ordering::Relaxed);",
-        to: "                // waits out the rest in `pending()`.
+        to: "                // waits out the rest in `pre_run()`.
                 self.entry.store(d.target, Ordering::Relaxed); if crate::sched::mutant(\"el1_advance_raises\") { for t in Which::ALL { if can_fire(p.ctl(t)) { self.set_level(p, t, true); } } }",
     },
     // A vCPU woken by the advance does not wait out the rest of its
     // deadline: it leaves WFI early, with no interrupt for the guest.
     Mutation {
         file: "el1.rs",
-        from: "        if rest_ns > 0 {",
-        to: "        if rest_ns > 0 && !crate::sched::mutant(\"el1_no_wait_out\") {",
+        from: "        if !wait || early_ns == 0 {",
+        to: "        if !wait || early_ns == 0 || crate::sched::mutant(\"el1_no_wait_out\") {",
     },
     // input_level lowers our record of the line, as it did: a getter the
     // vGIC calls for the running vCPU, also about another vCPU's line.

@@ -1008,8 +1008,9 @@ fn host_timer_deadline_past_ktime_max_is_never() {
 
 // The timer advance of a blocked vCPU (`rust/timer/advance.rs`): its host
 // timer fires early by the estimate and only wakes it; the load puts the
-// timers back where they fire by themselves at the deadline and measures
-// how early the vCPU is back; `pending` waits out the rest.
+// timers back where they fire by themselves at the deadline; `pending`
+// lets it leave WFI; at the top of the run loop `pre_run` measures how
+// early it is back and waits out the rest.
 
 /// Timers with a 20 us advance estimate (at most 50 us).
 fn advance_timers(phys: Placement) -> (Sim, El1Timers) {
@@ -1038,6 +1039,14 @@ fn armed(phys: Placement, which: Which, ahead: u64) -> (Sim, El1Timers, u64, u64
     let deadline = arm(&sim, &t, which, ahead);
     let host = host_at(&sim, which, deadline);
     (sim, t, deadline, host)
+}
+
+/// The vCPU leaves WFI for its timer (`pending`) and goes round its run
+/// loop (`pre_run`), which waits out the deadline.
+fn leave_wfi(sim: &Sim, t: &El1Timers) {
+    assert!(t.pending(sim), "does not leave WFI");
+    sim.blocking.set(false);
+    t.pre_run(sim);
 }
 
 /// The vCPU blocks in WFI (put from the scheduler).
@@ -1089,11 +1098,15 @@ fn advance_wakes_a_blocked_vcpu_early_and_its_timer_fires_at_the_deadline() {
         assert!(!sim.line(which), "{what}");
         let at_deadline = (t.placement(which) == Placement::Emulated).then_some(host);
         assert_eq!(sim.timer.get(), at_deadline, "{what}");
-        // Its last check before it leaves WFI waits out the 15 us left.
+        // Its last check leaves WFI at once, with the estimate as it was.
         assert!(t.pending(&sim), "{what}");
+        assert_eq!(sim.spins.get(), 0, "{what}: waited in WFI");
+        assert_eq!(t.advance().ns(), 20_000, "{what}");
+        sim.blocking.set(false);
+        // The top of the run loop waits out the 15 us left.
+        t.pre_run(&sim);
         assert_eq!((sim.spins.get(), sim.now.get()), (15_000, host), "{what}");
         assert!(!sim.line(which), "{what}: the wait raised the line");
-        sim.blocking.set(false);
         timer_fires(&sim, &t, which);
         let st = t.stats().snapshot();
         assert_eq!((st.irqs, st.early, st.late[0]), (1, 0, 1), "{what}");
@@ -1103,6 +1116,8 @@ fn advance_wakes_a_blocked_vcpu_early_and_its_timer_fires_at_the_deadline() {
         assert_eq!(t.advance().ns(), 20_000 - 7_500, "{what}");
         // Once out, nothing waits any more.
         assert!(!t.pending(&sim), "{what}");
+        t.pre_run(&sim);
+        assert_eq!(sim.spins.get(), 15_000, "{what}");
     }
 }
 
@@ -1119,7 +1134,7 @@ fn a_wakeup_on_another_cpu_does_not_tune_the_advance() {
         sim.now.set(sim.now.get() + 5_000);
         sim.cpu.set(sim.cpu.get() + 1);
         t.load(&sim);
-        assert!(t.pending(&sim), "{phys:?}");
+        leave_wfi(&sim, &t);
         assert_eq!((sim.spins.get(), sim.now.get()), (15_000, host), "{phys:?}");
         assert_eq!(
             t.advance().ns(),
@@ -1146,8 +1161,13 @@ fn advance_converges_to_the_wakeup_path_from_both_sides() {
                 fire_once(&sim, &t);
                 sim.now.set(sim.now.get() + path);
                 t.load(&sim);
-                assert!(t.pending(&sim));
-                sim.blocking.set(false);
+                if sim.line(which) {
+                    // Woken late: the line is up, so KVM does not ask.
+                    sim.blocking.set(false);
+                    t.pre_run(&sim);
+                } else {
+                    leave_wfi(&sim, &t);
+                }
                 assert!(sim.guest_now(which) >= deadline);
                 if !sim.line(which) {
                     timer_fires(&sim, &t, which);
@@ -1214,30 +1234,50 @@ fn a_vcpu_woken_otherwise_cancels_the_early_wake_and_measures_nothing() {
 }
 
 #[test]
-fn an_early_woken_vcpu_preempted_before_its_wait_waits_after_the_next_load() {
+fn an_early_woken_vcpu_preempted_before_its_wait_measures_nothing() {
     let (sim, t, _, host) = armed(Placement::Emulated, Which::Phys, 100_000);
     block(&sim, &t);
     fire_once(&sim, &t);
     sim.now.set(sim.now.get() + 2_000);
     t.load(&sim);
-    // Back 18 us early: a path of 2 us, the estimate 11 us.
-    let tuned = t.advance().ns();
-    assert_eq!(tuned, 11_000);
-    // Preempted before its check: put while still blocking.  The host
-    // timer starts again, early by the new estimate.
+    // Preempted before its check: put while still blocking.  The wake that
+    // got no further tuned nothing, and the host timer starts again with
+    // what is left of the estimate: at once, 18 us before the deadline.
     put(&sim, &t);
-    assert_eq!(sim.timer.get(), Some(host - tuned));
+    assert_eq!(t.advance().ns(), 20_000);
+    assert_eq!(sim.timer.get(), Some(sim.now.get()));
+    assert!(sim.now.get() + 18_000 == host);
     fire_once(&sim, &t);
     assert_eq!(sim.woken.get(), 2);
     sim.now.set(sim.now.get() + 1_000);
     t.load(&sim);
-    assert!(t.pending(&sim));
+    leave_wfi(&sim, &t);
     assert_eq!(sim.now.get(), host);
-    sim.blocking.set(false);
     timer_fires(&sim, &t, Which::Phys);
     assert_eq!(sim.raises(Which::Phys), 1);
-    // The second wake measured a path of 1 us too.
-    assert_eq!(t.advance().ns(), tuned - (tuned - 1_000) / 2);
+    // The second wake measured a path of 1 us.
+    let tuned = 20_000 - (20_000 - 1_000) / 2;
+    assert_eq!(t.advance().ns(), tuned);
+    // Out of WFI but preempted before the top of the run loop (put, not
+    // blocking): it still waits out its deadline there, and measures
+    // nothing, the preemption being part of its path.
+    sim.guest_ack(Which::Phys);
+    t.guest_write(&sim, Which::Phys, TimerReg::Ctl, 0);
+    sim.guest_deactivate(&t, Which::Phys);
+    let deadline = arm(&sim, &t, Which::Phys, 100_000);
+    let host = host_at(&sim, Which::Phys, deadline);
+    block(&sim, &t);
+    fire_once(&sim, &t);
+    t.load(&sim);
+    assert!(t.pending(&sim));
+    sim.blocking.set(false);
+    put(&sim, &t);
+    sim.now.set(sim.now.get() + 3_000);
+    t.load(&sim);
+    t.pre_run(&sim);
+    assert_eq!(sim.now.get(), host);
+    assert_eq!(t.advance().ns(), tuned, "tuned by a preempted wake");
+    timer_fires(&sim, &t, Which::Phys);
     // A deadline nearer than the estimate when the vCPU blocks: the host
     // timer starts at once, with what is left of it.
     sim.guest_ack(Which::Phys);
@@ -1248,11 +1288,29 @@ fn an_early_woken_vcpu_preempted_before_its_wait_waits_after_the_next_load() {
     assert_eq!(sim.timer.get(), Some(sim.now.get()));
     fire_once(&sim, &t);
     t.load(&sim);
-    assert!(t.pending(&sim));
+    leave_wfi(&sim, &t);
     assert_eq!(sim.guest_now(Which::Phys), deadline);
-    sim.blocking.set(false);
     timer_fires(&sim, &t, Which::Phys);
     assert_eq!(t.stats().snapshot().early, 0);
+}
+
+/// A vCPU woken by the advance that another interrupt makes runnable (KVM
+/// then does not ask `pending`) goes to the guest at once: it measures the
+/// wake, but waits for nothing.
+#[test]
+fn an_early_woken_vcpu_with_another_interrupt_does_not_wait() {
+    for phys in [Placement::Direct, Placement::Emulated] {
+        let (sim, t, _, _) = armed(phys, Which::Phys, 100_000);
+        block(&sim, &t);
+        fire_once(&sim, &t);
+        sim.now.set(sim.now.get() + 5_000);
+        t.load(&sim);
+        sim.blocking.set(false);
+        t.pre_run(&sim);
+        assert_eq!(sim.spins.get(), 0, "{phys:?}: waited with an interrupt");
+        assert_eq!(t.advance().ns(), 20_000 - 7_500, "{phys:?}");
+        assert!(!t.pending(&sim), "{phys:?}");
+    }
 }
 
 #[test]
@@ -1276,6 +1334,7 @@ fn an_early_wake_for_a_deadline_that_moved_away_blocks_again() {
     sim.offset[idx(Which::Virt)].set(sim.offset(Which::Virt) + 1_000_000);
     t.load(&sim);
     assert!(!t.pending(&sim), "waits for a deadline that moved");
+    t.pre_run(&sim);
     assert_eq!(sim.spins.get(), 0);
     // It blocks again: woken early for the deadline's new time.
     put(&sim, &t);
@@ -1283,9 +1342,8 @@ fn an_early_wake_for_a_deadline_that_moved_away_blocks_again() {
     assert_eq!(sim.timer.get(), Some(host - t.advance().ns()));
     fire_once(&sim, &t);
     t.load(&sim);
-    assert!(t.pending(&sim));
+    leave_wfi(&sim, &t);
     assert_eq!(sim.now.get(), host);
-    sim.blocking.set(false);
     timer_fires(&sim, &t, Which::Virt);
 }
 

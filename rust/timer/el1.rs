@@ -33,11 +33,12 @@
 //! its callback only wakes the vCPU, raising no line.  The vCPU's load
 //! puts its timers back where they fire by themselves at the deadline (the
 //! hardware, or for an emulated timer the host timer started at the
-//! deadline itself), and measures how early or late the vCPU is back,
-//! which tunes the estimate.  Its `pending()` then waits out the rest, with
-//! interrupts on, so that the vCPU enters the guest with the interrupt
-//! pending, not before it and its WFI done for nothing.  The wait raises
-//! nothing: no line is ever raised before its deadline.
+//! deadline itself).  Its `pending()` lets it leave WFI, and at the top of
+//! the run loop ([`El1Timers::pre_run`]) it is measured (how early or late
+//! it is back tunes the estimate) and waits out the rest, with interrupts
+//! on, so that the vCPU enters the guest with the interrupt pending, not
+//! before it and its WFI done for nothing.  The wait raises nothing: no
+//! line is ever raised before its deadline.
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
@@ -261,10 +262,16 @@ pub fn cval_from_tval(tval: u64, now: u64) -> u64 {
 ///   direct timer that could not fire when it was put: the vGIC lowers
 ///   such a mapped line itself, when the guest deactivates it.
 /// - `adv_used` is the advance the host timer was started with to wake a
-///   blocked vCPU ([`Advance::lead`]), until the vCPU's next load, or
-///   [`NOT_TUNABLE`]; a host timer cancelled before it fired has none.
+///   blocked vCPU ([`Advance::lead`]), until that wake is measured (the
+///   next [`El1Timers::pre_run`]), or [`NOT_TUNABLE`]: a host timer
+///   cancelled before it fired, a vCPU back on another CPU, or put again
+///   before the measure, has none.
 /// - `entry` is [`NO_ENTRY`] or the deadline, on the host counter, of the
-///   timer that a wake of a blocked vCPU by the advance was for.
+///   timer that a wake of a blocked vCPU by the advance was for, from the
+///   wake to the next `pre_run`.
+/// - `wait` is set only while `entry` is not [`NO_ENTRY`] (but within
+///   `woken_early()`, which sets it before it checks `entry`): the vCPU
+///   left WFI for that deadline (`pending()`), and `pre_run` waits for it.
 #[derive(Debug)]
 pub struct El1Timers {
     clock: Clock,
@@ -276,6 +283,7 @@ pub struct El1Timers {
     host: HostTimer,
     adv_used: AtomicU64,
     entry: AtomicU64,
+    wait: AtomicBool,
     advance: Advance,
     stats: Stats,
 }
@@ -333,6 +341,7 @@ impl El1Timers {
             host: HostTimer::new(),
             adv_used: AtomicU64::new(NOT_TUNABLE),
             entry: AtomicU64::new(NO_ENTRY),
+            wait: AtomicBool::new(false),
             advance,
             stats: Stats::new(),
         }
@@ -631,8 +640,13 @@ impl El1Timers {
         let scope = Which::Virt.bit() | Which::Phys.bit() | SCOPE_WFIT;
         let mut due = false;
         let next = self.scan(p, scope, |_, _| due = true);
+        // A vCPU preempted in `pending()` once it said to leave WFI for a
+        // wake by the advance (still blocking): it leaves, and `pre_run`
+        // waits for that deadline; its host timer only watches.  Any
+        // other block forgets an older wake, never measured.
+        let leaving = self.wait.load(Ordering::Relaxed);
         let used = match next.timer {
-            Some(d) if !due && p.wfit_deadline().is_none() => {
+            Some(d) if !due && !leaving && p.wfit_deadline().is_none() => {
                 self.advance.lead(d.at.saturating_sub(next.now))
             }
             _ => NOT_TUNABLE,
@@ -642,6 +656,9 @@ impl El1Timers {
         } else {
             next.wake_at(used)
         };
+        if !leaving {
+            self.forget_wake();
+        }
         // Before the start: the callback reads it.
         self.adv_used.store(used, Ordering::Relaxed);
         if !at.is_some_and(|at| self.start(p, scope, at)) {
@@ -649,21 +666,23 @@ impl El1Timers {
         }
     }
 
-    /// The vCPU is back, loaded, after its host timer woke it with the
-    /// advance: how early or late it is for the deadline it was woken for
-    /// tunes the estimate (`used` went into the wake, the path took
-    /// `used + late - early`).  A vCPU woken otherwise measures nothing,
-    /// nor one back on another CPU than its timer's: the scheduler moved
-    /// it while it slept, and that wakeup's path (an IPI to the new CPU)
-    /// is not the one the estimate is for.
+    /// The vCPU is back, loaded.  A wake by the advance is measured at the
+    /// next [`Self::pre_run`], but not one of a vCPU woken otherwise (its
+    /// host timer was cancelled before it fired), nor one back on another
+    /// CPU than its timer's: the scheduler moved it while it slept, and
+    /// that wakeup's path (an IPI to the new CPU) is not the one the
+    /// estimate is for.  Asked before the load starts a host timer here.
     fn back<P: Platform>(&self, p: &P) {
-        let used = self.adv_used.swap(NOT_TUNABLE, Ordering::Relaxed);
-        let target = self.entry.load(Ordering::Relaxed);
-        if used == NOT_TUNABLE || target == NO_ENTRY || !self.host.started_here(p) {
-            return;
+        if self.entry.load(Ordering::Relaxed) == NO_ENTRY || !self.host.started_here(p) {
+            self.adv_used.store(NOT_TUNABLE, Ordering::Relaxed);
         }
-        let (late_ns, early_ns) = advance::distance(self.clock, p.counter(), target);
-        self.advance.tune(used, late_ns, early_ns);
+    }
+
+    /// Forget a wake by the advance: nothing to measure or wait for.
+    fn forget_wake(&self) {
+        self.wait.store(false, Ordering::Relaxed);
+        self.entry.store(NO_ENTRY, Ordering::Relaxed);
+        self.adv_used.store(NOT_TUNABLE, Ordering::Relaxed);
     }
 
     /// The deadline on the host counter of the earliest timer that can
@@ -683,33 +702,91 @@ impl El1Timers {
         first
     }
 
-    /// After a wake by the advance: wait, with interrupts on, for the
-    /// deadline it was for, if that is still the vCPU's first and no
-    /// farther than the advance's bound.  Whether the vCPU goes back to the
-    /// guest.
+    /// After a wake by the advance: whether the deadline it was for is
+    /// still the vCPU's first and no farther than the advance's bound.  If
+    /// so, the vCPU leaves WFI, and [`Self::pre_run`] waits for it.
+    /// Farther (the VM's counter offset moved since) or gone, the wake is
+    /// forgotten: the vCPU blocks again, and its put starts the host timer
+    /// anew.
+    ///
+    /// Preemptible: a put in between (still blocking) forgets the wake
+    /// unless `wait` is set, so `wait` is set first and the wake checked
+    /// after.  On this thread's CPU, in program order.
+    fn woken_early<P: Platform>(&self, p: &P) -> bool {
+        if self.entry.load(Ordering::Relaxed) == NO_ENTRY {
+            return false;
+        }
+        self.wait.store(true, Ordering::Relaxed);
+        let target = self.entry.load(Ordering::Relaxed);
+        let keep = target != NO_ENTRY
+            && self.first_deadline(p).is_some_and(|(first, rest)| {
+                first == target && self.clock.cycles_to_ns_ceil(rest) <= self.advance.max_ns()
+            });
+        if !keep {
+            self.forget_wake();
+        }
+        keep
+    }
+
+    /// At the top of each turn of the run loop (`vcpu_pre_run`),
+    /// preemptible, interrupts on: after a wake by the advance, measure
+    /// how early or late the vCPU is back for the deadline, which tunes
+    /// the estimate (`used` went into the wake, and the path took that
+    /// plus the lateness, less how early), and if it left WFI for that
+    /// deadline (`pending()`) and the deadline is still its first, wait
+    /// for it.  The rest of the way to the guest (the vCPU's requests, the
+    /// vGIC's flush, the entry) is the same as a running vCPU's after its
+    /// timer's exit.
     ///
     /// The wait raises no line: the timer does, at its deadline, from
     /// where load put it (the hardware's interrupt, or the emulated timer's
     /// host timer), and the vCPU then enters the guest with it pending.
-    /// Farther (the VM's counter offset moved since) or gone, the vCPU
-    /// blocks again, and its put starts the host timer anew.
-    fn wait_out<P: Platform>(&self, p: &P) -> bool {
+    ///
+    /// Runs before every guest entry: with no wake to finish, it returns
+    /// at once; the rest is `finish_wake`.
+    #[inline]
+    pub fn pre_run<P: Platform>(&self, p: &P) {
+        if self.entry.load(Ordering::Relaxed) != NO_ENTRY {
+            self.finish_wake(p);
+        }
+    }
+
+    /// [`Self::pre_run`] with a wake to finish.  Not inlined, so that the
+    /// common case does not pay for its frame.
+    #[inline(never)]
+    fn finish_wake<P: Platform>(&self, p: &P) {
         let target = self.entry.swap(NO_ENTRY, Ordering::Relaxed);
+        let wait = self.wait.swap(false, Ordering::Relaxed);
+        let used = self.adv_used.swap(NOT_TUNABLE, Ordering::Relaxed);
         if target == NO_ENTRY {
-            return false;
+            return;
+        }
+        let start = p.counter();
+        let (late_ns, early_ns) = advance::distance(self.clock, start, target);
+        if used != NOT_TUNABLE {
+            // Beyond the bound (a deadline moved since) it tunes nothing.
+            self.advance.tune(used, late_ns, early_ns);
+        }
+        if !wait || early_ns == 0 {
+            return;
         }
         let Some((first, rest)) = self.first_deadline(p) else {
-            return false;
+            return;
         };
-        let rest_ns = self.clock.cycles_to_ns_ceil(rest);
-        if first != target || rest_ns > self.advance.max_ns() {
-            return false;
+        if first != target || self.clock.cycles_to_ns_ceil(rest) > self.advance.max_ns() {
+            return;
         }
-        if rest_ns > 0 {
-            let spun = advance::wait_ticks(p.counter(), rest, || p.counter(), || p.relax());
-            self.stats.spin(self.clock.cycles_to_ns_ceil(spun));
-        }
-        true
+        advance::wait_ticks(
+            start,
+            target.saturating_sub(start),
+            || p.counter(),
+            || p.relax(),
+        );
+        // The wait for the deadline, not what else the loop took: the
+        // timer's own interrupt comes at the deadline, in the wait, and its
+        // handler (the vGIC's injection) runs there as it would anywhere;
+        // a preemption is another task's time.
+        self.stats.spin(early_ns);
     }
 
     /// The host timer's callback: raise the line of each timer in `scope`
@@ -742,7 +819,7 @@ impl El1Timers {
     fn fired<P: Platform>(&self, p: &P, used: u64, target: u64) -> Expiry {
         if used != NOT_TUNABLE {
             // A blocked vCPU's wakeup with an advance (too small to be
-            // early, or late): its load measures it.
+            // early, or late): `pre_run` measures it.
             self.entry.store(target, Ordering::Relaxed);
         }
         if !p.irqchip_in_kernel() {
@@ -961,6 +1038,9 @@ impl<P: Platform> VcpuLogic<P> for El1Timers {
         // The emulated timer's host timer follows the vCPU: re-armed at
         // the next load, on that CPU.
         self.cancel(p);
+        // A wake by the advance not measured yet (preempted on its way to
+        // the guest): its path now includes the preemption.
+        self.adv_used.store(NOT_TUNABLE, Ordering::Relaxed);
         if p.is_blocking() {
             self.block(p);
         }
@@ -994,7 +1074,7 @@ impl<P: Platform> VcpuLogic<P> for El1Timers {
         if let Some(d) = next.timer {
             if used != NOT_TUNABLE && used != 0 && d.at.saturating_sub(used) <= next.now {
                 // Early by the advance: wake the vCPU, raising no line; it
-                // waits out the rest in `pending()`.
+                // waits out the rest in `pre_run()`.
                 self.entry.store(d.target, Ordering::Relaxed);
                 p.wake();
                 return Expiry::Done;
@@ -1010,20 +1090,20 @@ impl<P: Platform> VcpuLogic<P> for El1Timers {
         r
     }
 
-    /// Whether a WFIT wait is over, or the vCPU, woken by the advance, has
-    /// waited out its timer's deadline (`kvm_cpu_has_pending_timer`).
+    /// Whether a WFIT wait is over, or the vCPU was woken by the advance
+    /// for its timer's deadline, which `pre_run` waits out
+    /// (`kvm_cpu_has_pending_timer`).
     fn pending(&self, p: &P) -> bool {
         let wfit_over = p
             .wfit_deadline()
             .is_some_and(|d| d <= self.now(p, Which::Virt));
-        wfit_over || self.wait_out(p)
+        wfit_over || self.woken_early(p)
     }
 
     /// vCPU reset (KVM_ARM_VCPU_INIT), put, preemption disabled.
     fn reset(&self, p: &P) {
         self.cancel(p);
-        self.adv_used.store(NOT_TUNABLE, Ordering::Relaxed);
-        self.entry.store(NO_ENTRY, Ordering::Relaxed);
+        self.forget_wake();
         for t in Which::ALL {
             // Disabled and unmasked, as KVM has always reset them.
             p.set_ctl(t, 0);

@@ -7,8 +7,9 @@
 //! ioctl, a preemption of the vCPU thread and a remote kick.  In-kernel
 //! vGIC (mapped lines, resampled through `input_level`) or a userspace
 //! irqchip (`sync_user`, lines in `kvm_run`); counter offsets; the timer
-//! advance of a blocked vCPU, whose wait-out in `pending` runs with
-//! interrupts on (the host timer and the host interrupt may come in it).
+//! advance of a blocked vCPU, whose wait-out at the top of the run loop
+//! (`pre_run`) runs with interrupts on (the host timer and the host
+//! interrupt may come in it).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -669,23 +670,15 @@ fn check_between(arm: &Arm, op: Op) {
 fn halt(arm: &Arm, migrate: bool) {
     let t = &arm.t;
     arm.lock().blocking = true;
+    let mut timer_pending = false;
     for _ in 0..3 {
         sched::point("wfi: check_block");
         let lines = t.user_lines(arm);
         if arm.lock().runnable(lines) {
             break;
         }
-        // Preemptible: the wait-out of an early wake runs with interrupts
-        // and preemption on.
         if preemptible(arm, || t.pending(arm)) {
-            // Back to the guest for a timer (or the WFIT deadline), with
-            // no line needed: its deadline must have come, or the guest
-            // finds its WFI done for nothing.
-            let w = arm.lock();
-            let wfit_over = w.wfit.is_some_and(|d| d <= w.guest_now(Which::Virt));
-            if !wfit_over && !Which::ALL.into_iter().any(|x| w.condition(x)) {
-                sched::fail("the vCPU leaves WFI for its timer before the deadline");
-            }
+            timer_pending = true;
             break;
         }
         put(arm);
@@ -701,9 +694,25 @@ fn halt(arm: &Arm, migrate: bool) {
         }
         load(arm);
     }
-    let mut w = arm.lock();
-    w.blocking = false;
-    w.other_event = false;
+    {
+        let mut w = arm.lock();
+        w.blocking = false;
+        w.other_event = false;
+    }
+    // The top of the run loop, on the way to the guest: a wake by the
+    // advance waits out its deadline there, with interrupts and
+    // preemption on.
+    preemptible(arm, || t.pre_run(arm));
+    if timer_pending {
+        // Back to the guest for a timer (or the WFIT deadline), with no
+        // line needed: its deadline must have come, or the guest finds
+        // its WFI done for nothing.
+        let w = arm.lock();
+        let wfit_over = w.wfit.is_some_and(|d| d <= w.guest_now(Which::Virt));
+        if !wfit_over && !Which::ALL.into_iter().any(|x| w.condition(x)) {
+            sched::fail("the vCPU enters the guest for its timer before the deadline");
+        }
+    }
 }
 
 fn vcpu_step(arm: &Arm, op: Op) {

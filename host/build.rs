@@ -141,9 +141,9 @@ const MUTATIONS: &[Mutation] = &[
     // the vCPU: an interrupt before its deadline.
     Mutation {
         file: "el1.rs",
-        from: "                // waits out the rest in `pre_run()`.
+        from: "                // waits out the rest in `wfi_done()`.
                 self.entry.store(d.target, Ordering::Relaxed);",
-        to: "                // waits out the rest in `pre_run()`.
+        to: "                // waits out the rest in `wfi_done()`.
                 self.entry.store(d.target, Ordering::Relaxed); if crate::sched::mutant(\"el1_advance_raises\") { for t in Which::ALL { if can_fire(p.ctl(t)) { self.set_level(p, t, true); } } }",
     },
     // A vCPU woken by the advance does not wait out the rest of its

@@ -1009,8 +1009,8 @@ fn host_timer_deadline_past_ktime_max_is_never() {
 // The timer advance of a blocked vCPU (`rust/timer/advance.rs`): its host
 // timer fires early by the estimate and only wakes it; the load puts the
 // timers back where they fire by themselves at the deadline; `pending`
-// lets it leave WFI; at the top of the run loop `pre_run` measures how
-// early it is back and waits out the rest.
+// lets it leave WFI; once out (`wfi_done`, the end of `kvm_vcpu_wfi()`) it
+// is measured and waits out the rest.
 
 /// Timers with a 20 us advance estimate (at most 50 us).
 fn advance_timers(phys: Placement) -> (Sim, El1Timers) {
@@ -1041,12 +1041,12 @@ fn armed(phys: Placement, which: Which, ahead: u64) -> (Sim, El1Timers, u64, u64
     (sim, t, deadline, host)
 }
 
-/// The vCPU leaves WFI for its timer (`pending`) and goes round its run
-/// loop (`pre_run`), which waits out the deadline.
+/// The vCPU leaves WFI for its timer (`pending`), and once out
+/// (`wfi_done`) waits out the deadline.
 fn leave_wfi(sim: &Sim, t: &El1Timers) {
     assert!(t.pending(sim), "does not leave WFI");
     sim.blocking.set(false);
-    t.pre_run(sim);
+    t.wfi_done(sim);
 }
 
 /// The vCPU blocks in WFI (put from the scheduler).
@@ -1103,8 +1103,8 @@ fn advance_wakes_a_blocked_vcpu_early_and_its_timer_fires_at_the_deadline() {
         assert_eq!(sim.spins.get(), 0, "{what}: waited in WFI");
         assert_eq!(t.advance().ns(), 20_000, "{what}");
         sim.blocking.set(false);
-        // The top of the run loop waits out the 15 us left.
-        t.pre_run(&sim);
+        // Out of WFI, it waits out the 15 us left.
+        t.wfi_done(&sim);
         assert_eq!((sim.spins.get(), sim.now.get()), (15_000, host), "{what}");
         assert!(!sim.line(which), "{what}: the wait raised the line");
         timer_fires(&sim, &t, which);
@@ -1116,7 +1116,7 @@ fn advance_wakes_a_blocked_vcpu_early_and_its_timer_fires_at_the_deadline() {
         assert_eq!(t.advance().ns(), 20_000 - 7_500, "{what}");
         // Once out, nothing waits any more.
         assert!(!t.pending(&sim), "{what}");
-        t.pre_run(&sim);
+        t.wfi_done(&sim);
         assert_eq!(sim.spins.get(), 15_000, "{what}");
     }
 }
@@ -1164,7 +1164,7 @@ fn advance_converges_to_the_wakeup_path_from_both_sides() {
                 if sim.line(which) {
                     // Woken late: the line is up, so KVM does not ask.
                     sim.blocking.set(false);
-                    t.pre_run(&sim);
+                    t.wfi_done(&sim);
                 } else {
                     leave_wfi(&sim, &t);
                 }
@@ -1258,7 +1258,7 @@ fn an_early_woken_vcpu_preempted_before_its_wait_measures_nothing() {
     // The second wake measured a path of 1 us.
     let tuned = 20_000 - (20_000 - 1_000) / 2;
     assert_eq!(t.advance().ns(), tuned);
-    // Out of WFI but preempted before the top of the run loop (put, not
+    // Out of the block but preempted before `wfi_done` (put, not
     // blocking): it still waits out its deadline there, and measures
     // nothing, the preemption being part of its path.
     sim.guest_ack(Which::Phys);
@@ -1274,7 +1274,7 @@ fn an_early_woken_vcpu_preempted_before_its_wait_measures_nothing() {
     put(&sim, &t);
     sim.now.set(sim.now.get() + 3_000);
     t.load(&sim);
-    t.pre_run(&sim);
+    t.wfi_done(&sim);
     assert_eq!(sim.now.get(), host);
     assert_eq!(t.advance().ns(), tuned, "tuned by a preempted wake");
     timer_fires(&sim, &t, Which::Phys);
@@ -1306,7 +1306,7 @@ fn an_early_woken_vcpu_with_another_interrupt_does_not_wait() {
         sim.now.set(sim.now.get() + 5_000);
         t.load(&sim);
         sim.blocking.set(false);
-        t.pre_run(&sim);
+        t.wfi_done(&sim);
         assert_eq!(sim.spins.get(), 0, "{phys:?}: waited with an interrupt");
         assert_eq!(t.advance().ns(), 20_000 - 7_500, "{phys:?}");
         assert!(!t.pending(&sim), "{phys:?}");
@@ -1334,7 +1334,7 @@ fn an_early_wake_for_a_deadline_that_moved_away_blocks_again() {
     sim.offset[idx(Which::Virt)].set(sim.offset(Which::Virt) + 1_000_000);
     t.load(&sim);
     assert!(!t.pending(&sim), "waits for a deadline that moved");
-    t.pre_run(&sim);
+    t.wfi_done(&sim);
     assert_eq!(sim.spins.get(), 0);
     // It blocks again: woken early for the deadline's new time.
     put(&sim, &t);

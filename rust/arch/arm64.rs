@@ -250,11 +250,11 @@ fn timer_reg(treg: bindings::kvm_arch_timer_regs) -> Option<TimerReg> {
     }
 }
 
-unsafe extern "C" fn vcpu_pre_run(vcpu: *mut bindings::kvm_vcpu) {
-    // SAFETY: `vcpu_pre_run`, from `KVM_RUN` (which holds the vCPU's
-    // mutex), at the top of each turn of its run loop, the vCPU loaded.
+unsafe extern "C" fn vcpu_wfi_done(vcpu: *mut bindings::kvm_vcpu) {
+    // SAFETY: `vcpu_wfi_done`, from `kvm_vcpu_wfi()` in `KVM_RUN` (which
+    // holds the vCPU's mutex), the vCPU loaded.
     let op = unsafe { VcpuOp::from_raw(vcpu) };
-    State::with(op, (), |t, h| t.pre_run(h))
+    State::with(op, (), |t, h| t.wfi_done(h))
 }
 
 unsafe extern "C" fn host_irq(vcpu: *mut bindings::kvm_vcpu, tmr: bindings::kvm_arch_timers) {
@@ -385,7 +385,7 @@ static OPS: bindings::kvm_arch_timer_ops = bindings::kvm_arch_timer_ops {
     vcpu_load: Some(vcpu_state::vcpu_load::<El1Timers>),
     vcpu_put: Some(vcpu_state::vcpu_put::<El1Timers>),
     vcpu_pending: Some(vcpu_state::vcpu_pending::<El1Timers>),
-    vcpu_pre_run: Some(vcpu_pre_run),
+    vcpu_wfi_done: Some(vcpu_wfi_done),
     host_irq: Some(host_irq),
     sync_user: Some(sync_user),
     should_notify_user: Some(should_notify_user),

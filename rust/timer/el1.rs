@@ -33,10 +33,9 @@
 //! its callback only wakes the vCPU, raising no line.  The vCPU's load
 //! puts its timers back where they fire by themselves at the deadline (the
 //! hardware, or for an emulated timer the host timer started at the
-//! deadline itself).  Its `pending()` lets it leave WFI, and at the top of
-//! the run loop ([`El1Timers::pre_run`]) it is measured (how early or late
-//! it is back tunes the estimate) and waits out the rest, with interrupts
-//! on, so that the vCPU enters the guest with the interrupt pending, not
+//! deadline itself).  Its `pending()` lets it leave WFI, and once out
+//! ([`El1Timers::wfi_done`]) it is measured (how early or late it is back
+//! tunes the estimate) and waits out the rest, with interrupts on, so that the vCPU enters the guest with the interrupt pending, not
 //! before it and its WFI done for nothing.  The wait raises nothing: no
 //! line is ever raised before its deadline.
 
@@ -263,15 +262,15 @@ pub fn cval_from_tval(tval: u64, now: u64) -> u64 {
 ///   such a mapped line itself, when the guest deactivates it.
 /// - `adv_used` is the advance the host timer was started with to wake a
 ///   blocked vCPU ([`Advance::lead`]), until that wake is measured (the
-///   next [`El1Timers::pre_run`]), or [`NOT_TUNABLE`]: a host timer
+///   next [`El1Timers::wfi_done`]), or [`NOT_TUNABLE`]: a host timer
 ///   cancelled before it fired, a vCPU back on another CPU, or put again
 ///   before the measure, has none.
 /// - `entry` is [`NO_ENTRY`] or the deadline, on the host counter, of the
 ///   timer that a wake of a blocked vCPU by the advance was for, from the
-///   wake to the next `pre_run`.
+///   wake to the next `wfi_done`.
 /// - `wait` is set only while `entry` is not [`NO_ENTRY`] (but within
 ///   `woken_early()`, which sets it before it checks `entry`): the vCPU
-///   left WFI for that deadline (`pending()`), and `pre_run` waits for it.
+///   left WFI for that deadline (`pending()`), and `wfi_done` waits for it.
 #[derive(Debug)]
 pub struct El1Timers {
     clock: Clock,
@@ -641,7 +640,7 @@ impl El1Timers {
         let mut due = false;
         let next = self.scan(p, scope, |_, _| due = true);
         // A vCPU preempted in `pending()` once it said to leave WFI for a
-        // wake by the advance (still blocking): it leaves, and `pre_run`
+        // wake by the advance (still blocking): it leaves, and `wfi_done`
         // waits for that deadline; its host timer only watches.  Any
         // other block forgets an older wake, never measured.
         let leaving = self.wait.load(Ordering::Relaxed);
@@ -667,7 +666,7 @@ impl El1Timers {
     }
 
     /// The vCPU is back, loaded.  A wake by the advance is measured at the
-    /// next [`Self::pre_run`], but not one of a vCPU woken otherwise (its
+    /// next [`Self::wfi_done`], but not one of a vCPU woken otherwise (its
     /// host timer was cancelled before it fired), nor one back on another
     /// CPU than its timer's: the scheduler moved it while it slept, and
     /// that wakeup's path (an IPI to the new CPU) is not the one the
@@ -704,7 +703,7 @@ impl El1Timers {
 
     /// After a wake by the advance: whether the deadline it was for is
     /// still the vCPU's first and no farther than the advance's bound.  If
-    /// so, the vCPU leaves WFI, and [`Self::pre_run`] waits for it.
+    /// so, the vCPU leaves WFI, and [`Self::wfi_done`] waits for it.
     /// Farther (the VM's counter offset moved since) or gone, the wake is
     /// forgotten: the vCPU blocks again, and its put starts the host timer
     /// anew.
@@ -728,30 +727,31 @@ impl El1Timers {
         keep
     }
 
-    /// At the top of each turn of the run loop (`vcpu_pre_run`),
-    /// preemptible, interrupts on: after a wake by the advance, measure
+    /// The vCPU is back from WFI or WFIT (`vcpu_wfi_done`, the end of
+    /// `kvm_vcpu_wfi()`, its vGIC loaded), preemptible, interrupts on:
+    /// after a wake by the advance, measure
     /// how early or late the vCPU is back for the deadline, which tunes
     /// the estimate (`used` went into the wake, and the path took that
     /// plus the lateness, less how early), and if it left WFI for that
     /// deadline (`pending()`) and the deadline is still its first, wait
-    /// for it.  The rest of the way to the guest (the vCPU's requests, the
-    /// vGIC's flush, the entry) is the same as a running vCPU's after its
-    /// timer's exit.
+    /// for it.  The rest of the way to the guest (the run loop's checks of
+    /// the vCPU's requests, the vGIC's flush, the entry) is the same as a
+    /// running vCPU's after its timer's exit.
     ///
     /// The wait raises no line: the timer does, at its deadline, from
     /// where load put it (the hardware's interrupt, or the emulated timer's
     /// host timer), and the vCPU then enters the guest with it pending.
     ///
-    /// Runs before every guest entry: with no wake to finish, it returns
-    /// at once; the rest is `finish_wake`.
+    /// Runs after every WFI exit: with no wake to finish, it returns at
+    /// once; the rest is `finish_wake`.
     #[inline]
-    pub fn pre_run<P: Platform>(&self, p: &P) {
+    pub fn wfi_done<P: Platform>(&self, p: &P) {
         if self.entry.load(Ordering::Relaxed) != NO_ENTRY {
             self.finish_wake(p);
         }
     }
 
-    /// [`Self::pre_run`] with a wake to finish.  Not inlined, so that the
+    /// [`Self::wfi_done`] with a wake to finish.  Not inlined, so that the
     /// common case does not pay for its frame.
     #[inline(never)]
     fn finish_wake<P: Platform>(&self, p: &P) {
@@ -819,7 +819,7 @@ impl El1Timers {
     fn fired<P: Platform>(&self, p: &P, used: u64, target: u64) -> Expiry {
         if used != NOT_TUNABLE {
             // A blocked vCPU's wakeup with an advance (too small to be
-            // early, or late): `pre_run` measures it.
+            // early, or late): `wfi_done` measures it.
             self.entry.store(target, Ordering::Relaxed);
         }
         if !p.irqchip_in_kernel() {
@@ -1074,7 +1074,7 @@ impl<P: Platform> VcpuLogic<P> for El1Timers {
         if let Some(d) = next.timer {
             if used != NOT_TUNABLE && used != 0 && d.at.saturating_sub(used) <= next.now {
                 // Early by the advance: wake the vCPU, raising no line; it
-                // waits out the rest in `pre_run()`.
+                // waits out the rest in `wfi_done()`.
                 self.entry.store(d.target, Ordering::Relaxed);
                 p.wake();
                 return Expiry::Done;
@@ -1091,7 +1091,7 @@ impl<P: Platform> VcpuLogic<P> for El1Timers {
     }
 
     /// Whether a WFIT wait is over, or the vCPU was woken by the advance
-    /// for its timer's deadline, which `pre_run` waits out
+    /// for its timer's deadline, which `wfi_done` waits out
     /// (`kvm_cpu_has_pending_timer`).
     fn pending(&self, p: &P) -> bool {
         let wfit_over = p

@@ -7,9 +7,9 @@
 //! ioctl, a preemption of the vCPU thread and a remote kick.  In-kernel
 //! vGIC (mapped lines, resampled through `input_level`) or a userspace
 //! irqchip (`sync_user`, lines in `kvm_run`); counter offsets; the timer
-//! advance of a blocked vCPU, whose wait-out at the top of the run loop
-//! (`pre_run`) runs with interrupts on (the host timer and the host
-//! interrupt may come in it).
+//! advance of a blocked vCPU, whose wait-out once out of WFI (`wfi_done`)
+//! runs with interrupts on (the host timer and the host interrupt may come
+//! in it).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -699,10 +699,10 @@ fn halt(arm: &Arm, migrate: bool) {
         w.blocking = false;
         w.other_event = false;
     }
-    // The top of the run loop, on the way to the guest: a wake by the
+    // The end of `kvm_vcpu_wfi()`, on the way to the guest: a wake by the
     // advance waits out its deadline there, with interrupts and
     // preemption on.
-    preemptible(arm, || t.pre_run(arm));
+    preemptible(arm, || t.wfi_done(arm));
     if timer_pending {
         // Back to the guest for a timer (or the WFIT deadline), with no
         // line needed: its deadline must have come, or the guest finds

@@ -1049,6 +1049,15 @@ fn leave_wfi(sim: &Sim, t: &El1Timers) {
     t.wfi_done(sim);
 }
 
+/// The vCPU blocks in WFI; its host timer fires (early by the advance) and
+/// wakes it, and it is loaded `path_ns` later.
+fn woken_and_loaded(sim: &Sim, t: &El1Timers, path_ns: u64) {
+    block(sim, t);
+    fire_once(sim, t);
+    sim.now.set(sim.now.get() + path_ns);
+    t.load(sim);
+}
+
 /// The vCPU blocks in WFI (put from the scheduler).
 fn block(sim: &Sim, t: &El1Timers) {
     sim.blocking.set(true);
@@ -1301,10 +1310,7 @@ fn an_early_woken_vcpu_preempted_before_its_wait_measures_nothing() {
 fn an_early_woken_vcpu_with_another_interrupt_does_not_wait() {
     for phys in [Placement::Direct, Placement::Emulated] {
         let (sim, t, _, _) = armed(phys, Which::Phys, 100_000);
-        block(&sim, &t);
-        fire_once(&sim, &t);
-        sim.now.set(sim.now.get() + 5_000);
-        t.load(&sim);
+        woken_and_loaded(&sim, &t, 5_000);
         sim.blocking.set(false);
         t.wfi_done(&sim);
         assert_eq!(sim.spins.get(), 0, "{phys:?}: waited with an interrupt");

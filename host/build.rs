@@ -150,8 +150,8 @@ const MUTATIONS: &[Mutation] = &[
     // deadline: it leaves WFI early, with no interrupt for the guest.
     Mutation {
         file: "el1.rs",
-        from: "        if !wait || early_ns == 0 {",
-        to: "        if !wait || early_ns == 0 || crate::sched::mutant(\"el1_no_wait_out\") {",
+        from: "        if !wait || early_ns == 0 || !self.still_first(p, target) {",
+        to: "        if !wait || early_ns == 0 || !self.still_first(p, target) || crate::sched::mutant(\"el1_no_wait_out\") {",
     },
     // input_level lowers our record of the line, as it did: a getter the
     // vGIC calls for the running vCPU, also about another vCPU's line.

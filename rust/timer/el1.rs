@@ -35,9 +35,10 @@
 //! hardware, or for an emulated timer the host timer started at the
 //! deadline itself).  Its `pending()` lets it leave WFI, and once out
 //! ([`El1Timers::wfi_done`]) it is measured (how early or late it is back
-//! tunes the estimate) and waits out the rest, with interrupts on, so that the vCPU enters the guest with the interrupt pending, not
-//! before it and its WFI done for nothing.  The wait raises nothing: no
-//! line is ever raised before its deadline.
+//! tunes the estimate) and waits out the rest, with interrupts on, so that
+//! the vCPU enters the guest with the interrupt pending, not before it and
+//! its WFI done for nothing.  The wait raises nothing: no line is ever
+//! raised before its deadline.
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
@@ -717,21 +718,26 @@ impl El1Timers {
         }
         self.wait.store(true, Ordering::Relaxed);
         let target = self.entry.load(Ordering::Relaxed);
-        let keep = target != NO_ENTRY
-            && self.first_deadline(p).is_some_and(|(first, rest)| {
-                first == target && self.clock.cycles_to_ns_ceil(rest) <= self.advance.max_ns()
-            });
+        let keep = target != NO_ENTRY && self.still_first(p, target);
         if !keep {
             self.forget_wake();
         }
         keep
     }
 
+    /// Whether `target`, the deadline on the host counter that a wake by
+    /// the advance was for, is still that of the vCPU's first timer, and
+    /// no farther than the advance's bound.
+    fn still_first<P: Platform>(&self, p: &P, target: u64) -> bool {
+        self.first_deadline(p).is_some_and(|(first, rest)| {
+            first == target && self.clock.cycles_to_ns_ceil(rest) <= self.advance.max_ns()
+        })
+    }
+
     /// The vCPU is back from WFI or WFIT (`vcpu_wfi_done`, the end of
     /// `kvm_vcpu_wfi()`, its vGIC loaded), preemptible, interrupts on:
-    /// after a wake by the advance, measure
-    /// how early or late the vCPU is back for the deadline, which tunes
-    /// the estimate (`used` went into the wake, and the path took that
+    /// after a wake by the advance, measure how early or late the vCPU is
+    /// back for the deadline, which tunes the estimate (`used` went into the wake, and the path took that
     /// plus the lateness, less how early), and if it left WFI for that
     /// deadline (`pending()`) and the deadline is still its first, wait
     /// for it.  The rest of the way to the guest (the run loop's checks of
@@ -767,13 +773,7 @@ impl El1Timers {
             // Beyond the bound (a deadline moved since) it tunes nothing.
             self.advance.tune(used, late_ns, early_ns);
         }
-        if !wait || early_ns == 0 {
-            return;
-        }
-        let Some((first, rest)) = self.first_deadline(p) else {
-            return;
-        };
-        if first != target || self.clock.cycles_to_ns_ceil(rest) > self.advance.max_ns() {
+        if !wait || early_ns == 0 || !self.still_first(p, target) {
             return;
         }
         advance::wait_ticks(

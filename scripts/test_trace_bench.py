@@ -54,6 +54,53 @@ class TraceTest(unittest.TestCase):
                          [("vtimer", "sbi", "migrate", 0, [])])
 
 
+# arm64: vCPU thread 55 on CPU 1 waits in WFI twice.  The first wakeup
+# (kvm_vtimer's timer, a module address) meets CPU 1's tick on its way,
+# the second only CPU 0's; a nanosleep's expiry wakes no vCPU.
+ARM64_TRACE = """\
+       kvt_bench-55      [001] .....     2.323580: kvm_exit: TRAP: HSR_EC: 0x0001 (WFx), PC: 0x0000000000412350
+          <idle>-0       [001] d.h..     2.324400: hrtimer_expire_entry: hrtimer=00000000b7f1daef function=0xffff8000788020fc now=2320371664
+          <idle>-0       [001] d.h..     2.324440: hrtimer_expire_entry: hrtimer=000000004e58f067 function=tick_nohz_handler now=2320400000
+       kvt_bench-55      [001] d....     2.324591: kvm_entry: PC: 0x0000000000412350
+       kvt_bench-55      [001] .....     2.325600: kvm_exit: TRAP: HSR_EC: 0x0001 (WFx), PC: 0x0000000000412350
+          <idle>-0       [001] d.h..     2.326400: hrtimer_expire_entry: hrtimer=00000000b7f1daef function=0xffff8000788020fc now=2322371664
+          <idle>-0       [000] d.h..     2.326420: hrtimer_expire_entry: hrtimer=000000004009def2 function=tick_nohz_handler now=2322400000
+          <idle>-0       [002] d.h..     2.326430: hrtimer_expire_entry: hrtimer=000000001111def2 function=hrtimer_wakeup now=2322400000
+       kvt_bench-55      [001] d....     2.326504: kvm_entry: PC: 0x0000000000412350
+"""
+
+
+class WakePathsTest(unittest.TestCase):
+    def setUp(self):
+        self.events = tb.parse_trace(ARM64_TRACE.splitlines())
+
+    def test_arm64_wfi_exits_count(self):
+        # From an entry to the next across a WFx exit (the first entry is
+        # before the trace).
+        self.assertEqual([(p, round((c - a) * 1e6)) for p, a, c in tb.entry_gaps(self.events, 0)],
+                         [(55, 1913)])
+
+    def test_each_wake_its_timer_and_its_cpus_tick(self):
+        paths = tb.wake_paths(self.events)
+        self.assertEqual([(p, cpu, tb.timer_function(w), round((c - w.ts) * 1e6), len(t))
+                          for p, cpu, w, c, t in paths],
+                         [(55, 1, "0xffff8000788020fc", 191, 1),
+                          (55, 1, "0xffff8000788020fc", 104, 0)])
+
+    def test_summary_splits_by_a_tick_inside(self):
+        lines = tb.wake_summary(tb.wake_paths(self.events))
+        self.assertEqual(lines, [
+            "# wakeups by 0xffff8000788020fc without a tick of their CPU inside: 1, "
+            "expiry to entry median 104 us, max 104 us",
+            "# wakeups by 0xffff8000788020fc with a tick of their CPU inside: 1, "
+            "expiry to entry median 191 us, max 191 us"])
+
+    def test_no_wake_without_a_wfi_exit(self):
+        # The main thread's entries, and a timer while no vCPU waits.
+        self.assertEqual(tb.wake_paths(tb.parse_trace(TRACE.splitlines()))[0][0], 59)
+        self.assertEqual(len(tb.wake_paths(tb.parse_trace(TRACE.splitlines()))), 1)
+
+
 class EventsTest(unittest.TestCase):
     def test_more_events_once_each_after_the_default(self):
         ev = tb.event_list("workqueue/workqueue_execute_start, sched/sched_switch")
@@ -61,6 +108,11 @@ class EventsTest(unittest.TestCase):
         self.assertEqual(tb.event_list(""), tb.EVENTS)
         with self.assertRaises(SystemExit):
             tb.event_list("workqueue")
+
+    def test_light_is_only_what_the_reports_read(self):
+        ev = tb.event_list("irq/softirq_entry", tb.LIGHT_EVENTS)
+        self.assertEqual(ev, tb.LIGHT_EVENTS + ["irq/softirq_entry"])
+        self.assertNotIn("sched/sched_switch", ev)
 
     def test_steps_enable_the_given_events(self):
         test = {"id": "trace.bench", "timeout": 10, "argv": ["kvt_bench"]}

@@ -90,10 +90,17 @@ class WakePathsTest(unittest.TestCase):
     def test_summary_splits_by_a_tick_inside(self):
         lines = tb.wake_summary(tb.wake_paths(self.events))
         self.assertEqual(lines, [
-            "# wakeups by 0xffff8000788020fc without a tick of their CPU inside: 1, "
-            "expiry to entry median 104 us, max 104 us",
-            "# wakeups by 0xffff8000788020fc with a tick of their CPU inside: 1, "
-            "expiry to entry median 191 us, max 191 us"])
+            "# wakeups by 0xffff8000788020fc entering on the timer's CPU, without a tick "
+            "of that CPU inside: 1, expiry to entry median 104 us, p99 104 us, max 104 us",
+            "# wakeups by 0xffff8000788020fc entering on the timer's CPU, with a tick "
+            "of that CPU inside: 1, expiry to entry median 191 us, p99 191 us, max 191 us"])
+
+    def test_summary_splits_by_the_entering_cpu(self):
+        # RISC-V: KVM's timer fires on CPU 2, the thread enters on CPU 0.
+        lines = tb.wake_summary(tb.wake_paths(tb.parse_trace(TRACE.splitlines())))
+        self.assertEqual(len(lines), 1)
+        self.assertIn("entering on another CPU, without a tick of that CPU inside: 1, "
+                      "expiry to entry median 25533 us", lines[0])
 
     def test_no_wake_without_a_wfi_exit(self):
         # The main thread's entries, and a timer while no vCPU waits.

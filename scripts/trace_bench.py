@@ -17,8 +17,8 @@ thread, with what every host CPU did meanwhile: where a late interrupt's
 time went (Documentation/benchmarks.rst, "migrate outliers").  Outputs in
 build/trace-CONFIG/: console.log (the trace), report.txt (the runs' late
 interrupts and the stretches), and how long the wakeups from WFI took,
-from the host timer's expiry to the guest entry, with and without the
-entering CPU's own tick in between.  --light traces only what those
+from the host timer's expiry to the guest entry, on the timer's CPU or
+another, with and without the entering CPU's own tick in between.  --light traces only what those
 reports need: under -icount each event lengthens the path it is on.
 """
 
@@ -126,17 +126,22 @@ def wake_paths(events):
 
 def wake_summary(paths):
     """Lines: per waking timer function, the wakeup paths' length (expiry
-    to entry, us; kvm_vtimer's includes the wait for the deadline), median
-    and max, of those with and without a tick of their CPU inside."""
+    to entry, us; kvm_vtimer's includes the wait for the deadline),
+    median, p99 and max, of those that entered on the timer's CPU and on
+    another (the vCPU thread moved meanwhile), each with and without a
+    tick of the entering CPU inside; a line per group that has any."""
     out = []
     for fn in sorted({timer_function(p[2]) for p in paths}):
-        for label, tick in (("without", False), ("with", True)):
-            us = sorted(round((c - w.ts) * 1e6) for _, _, w, c, t in paths
-                        if timer_function(w) == fn and bool(t) == tick)
-            line = f"# wakeups by {fn} {label} a tick of their CPU inside: {len(us)}"
-            if us:
-                line += f", expiry to entry median {us[len(us) // 2]} us, max {us[-1]} us"
-            out.append(line)
+        for where, other in (("the timer's CPU", False), ("another CPU", True)):
+            for label, tick in (("without", False), ("with", True)):
+                us = sorted(round((c - w.ts) * 1e6) for _, cpu, w, c, t in paths
+                            if timer_function(w) == fn and (cpu != w.cpu) == other
+                            and bool(t) == tick)
+                if us:
+                    out.append(f"# wakeups by {fn} entering on {where}, {label} a tick of "
+                               f"that CPU inside: {len(us)}, expiry to entry median "
+                               f"{us[len(us) // 2]} us, p99 "
+                               f"{us[min(len(us) - 1, len(us) * 99 // 100)]} us, max {us[-1]} us")
     return out
 
 

@@ -18,8 +18,9 @@ time went (Documentation/benchmarks.rst, "migrate outliers").  Outputs in
 build/trace-CONFIG/: console.log (the trace), report.txt (the runs' late
 interrupts and the stretches), and how long the wakeups from WFI took,
 from the host timer's expiry to the guest entry, on the timer's CPU or
-another, with and without the entering CPU's own tick in between.  --light traces only what those
-reports need: under -icount each event lengthens the path it is on.
+another, with and without the entering CPU's own tick in between.
+--light traces only what those reports need: under -icount each event
+lengthens the path it is on.
 """
 
 import argparse

@@ -72,6 +72,11 @@ def parse_trace(lines):
 WFI_EXITS = ("SCAUSE:0x16", "(WFx)")
 
 
+def wfi_exit(e):
+    """Whether event E is a guest exit for WFI."""
+    return e.name == "kvm_exit" and any(w in e.detail for w in WFI_EXITS)
+
+
 def entry_gaps(events, min_s):
     """(pid, from, to) for each stretch longer than MIN_S seconds from a
     guest entry of a thread to its next, across a WFI exit: a vCPU waiting
@@ -79,7 +84,7 @@ def entry_gaps(events, min_s):
     out = []
     last_entry, wfi = {}, set()
     for e in events:
-        if e.name == "kvm_exit" and any(w in e.detail for w in WFI_EXITS):
+        if wfi_exit(e):
             wfi.add(e.pid)
         elif e.name == "kvm_entry":
             a = last_entry.get(e.pid)
@@ -105,10 +110,9 @@ def wake_paths(events):
     out = []
     wfi, last_wake = set(), {}
     for i, e in enumerate(events):
-        if e.name == "kvm_exit":
-            if any(w in e.detail for w in WFI_EXITS):
-                wfi.add(e.pid)
-                last_wake.pop(e.pid, None)
+        if wfi_exit(e):
+            wfi.add(e.pid)
+            last_wake.pop(e.pid, None)
         elif e.name == "hrtimer_expire_entry":
             if not timer_function(e).startswith(NOT_WAKES):
                 for pid in wfi:

@@ -737,10 +737,10 @@ impl El1Timers {
     /// The vCPU is back from WFI or WFIT (`vcpu_wfi_done`, the end of
     /// `kvm_vcpu_wfi()`, its vGIC loaded), preemptible, interrupts on:
     /// after a wake by the advance, measure how early or late the vCPU is
-    /// back for the deadline, which tunes the estimate (`used` went into the wake, and the path took that
-    /// plus the lateness, less how early), and if it left WFI for that
-    /// deadline (`pending()`) and the deadline is still its first, wait
-    /// for it.  The rest of the way to the guest (the run loop's checks of
+    /// back for the deadline, which tunes the estimate (`used` went into
+    /// the wake, and the path took that plus the lateness, less how
+    /// early), and if it left WFI for that deadline (`pending()`) and the
+    /// deadline is still its first, wait for it.  The rest of the way to the guest (the run loop's checks of
     /// the vCPU's requests, the vGIC's flush, the entry) is the same as a
     /// running vCPU's after its timer's exit.
     ///
